@@ -1,0 +1,210 @@
+"""The admin: edit flags in ZooKeeper, read their history.
+
+The change form starts from what ZooKeeper holds (not the database row) and remembers the
+znode version it showed; the save is refused if ZooKeeper moved on meanwhile.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from . import services
+from .cache import store
+from .models import Flag, FlagChange
+from .zk import FlagWriteError
+
+
+class FlagForm(forms.ModelForm):
+    zk_version_seen = forms.IntegerField(required=False, widget=forms.HiddenInput)
+
+    class Meta:
+        model = Flag
+        fields = (
+            "name",
+            "note",
+            "everyone",
+            "percent",
+            "superusers",
+            "staff",
+            "authenticated",
+            "users",
+            "groups",
+        )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.zookeeper_error: str | None = None
+        instance = self.instance
+        if instance.pk is None or self.is_bound:
+            return
+        # Show what ZooKeeper holds, and remember its version for the save.
+        try:
+            doc, version = services.runtime.writer().read_flag(instance.name)
+        except FlagWriteError as exc:
+            self.zookeeper_error = str(exc)
+            self.initial["zk_version_seen"] = instance.zk_version
+            return
+        if doc is None or "corrupt" in doc:
+            self.initial["zk_version_seen"] = version
+            return
+        self.initial["zk_version_seen"] = version
+        for key in ("note", "everyone", "superusers", "staff", "authenticated", "users", "groups"):
+            self.initial[key] = doc.get(key)
+        percent = doc.get("percent")
+        self.initial["percent"] = None if percent is None else Decimal(str(round(percent, 1)))
+
+
+
+@admin.register(Flag)
+class FlagAdmin(admin.ModelAdmin):
+    form = FlagForm
+    list_display = ("name", "rule_summary", "note", "zk_version", "modified")
+    list_filter = ("everyone", "superusers", "staff", "authenticated")
+    search_fields = ("name", "note")
+    filter_horizontal = ("users", "groups")
+    readonly_fields = ("zk_version", "created", "modified")
+    actions = ("turn_on_for_everyone", "turn_off_for_everyone", "back_to_rules")
+    change_form_template = "admin/django_zkflags/flag/change_form.html"
+    fieldsets = (
+        (None, {"fields": ("name", "note", "zk_version_seen")}),
+        (_("For everyone"), {"fields": ("everyone",)}),
+        (_("Rules (when not set for everyone)"), {
+            "fields": ("superusers", "staff", "authenticated", "percent", "users", "groups"),
+        }),
+        (_("ZooKeeper"), {"fields": ("zk_version", "created", "modified"), "classes": ("collapse",)}),
+    )
+
+    def get_readonly_fields(self, request: Any, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return ("name", *fields) if obj is not None else fields
+
+    @admin.display(description=_("rule (live)"))
+    def rule_summary(self, obj: Flag) -> str:
+        rule = store.base.flags.get(obj.name)
+        if rule is None:
+            return format_html('<span title="{}">—</span>', _("not in this process's snapshot"))
+        if rule.version != obj.zk_version:
+            return format_html(
+                '{} <span title="{}">⚠</span>',
+                rule.summary(),
+                _("ZooKeeper is at version %(zk)s, this row mirrors %(row)s")
+                % {"zk": rule.version, "row": obj.zk_version},
+            )
+        return rule.summary()
+
+    # -- saving: database row, many-to-many, then one ZooKeeper write ----------------------
+
+    def save_model(self, request: Any, obj: Flag, form: Any, change: bool) -> None:
+        obj._zkflags_defer = True
+        try:
+            super().save_model(request, obj, form, change)
+        finally:
+            obj._zkflags_defer = False
+
+    def save_related(self, request: Any, form: Any, formsets: Any, change: bool) -> None:
+        form.instance._zkflags_defer = True
+        try:
+            super().save_related(request, form, formsets, change)
+        finally:
+            form.instance._zkflags_defer = False
+        expected = form.cleaned_data.get("zk_version_seen") if change else None
+        services.save_flag(
+            form.instance,
+            actor=request.user,
+            user_ids=[u.pk for u in form.cleaned_data.get("users") or ()],
+            group_ids=[g.pk for g in form.cleaned_data.get("groups") or ()],
+            expected_version=expected,
+            source="admin",
+        )
+
+    def delete_model(self, request: Any, obj: Flag) -> None:
+        obj.delete(actor=request.user)
+
+    def delete_queryset(self, request: Any, queryset: Any) -> None:
+        for obj in queryset:
+            obj.delete(actor=request.user)
+
+    def changeform_view(self, request: Any, object_id: Any = None, form_url: str = "", extra_context: Any = None) -> Any:
+        extra_context = dict(extra_context or {})
+        if object_id is not None:
+            obj = self.get_object(request, object_id)
+            if obj is not None:
+                extra_context["flag_history"] = FlagChange.objects.filter(flag_name=obj.name)[:50]
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except FlagWriteError as exc:
+            # The admin's transaction has rolled back: the database is as it was.
+            self.message_user(request, str(exc), level=messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def render_change_form(self, request: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+        form = context.get("adminform").form if context.get("adminform") else None
+        if form is not None and getattr(form, "zookeeper_error", None):
+            self.message_user(
+                request,
+                _("ZooKeeper is unreachable; showing the database copy, which may be stale. "
+                  "Saving will fail until ZooKeeper is back. (%s)") % form.zookeeper_error,
+                level=messages.WARNING,
+            )
+        return super().render_change_form(request, context, *args, **kwargs)
+
+    def delete_view(self, request: Any, object_id: Any, extra_context: Any = None) -> Any:
+        try:  # Django's delete_view runs in a transaction: a refusal rolls it back
+            return super().delete_view(request, object_id, extra_context)
+        except FlagWriteError as exc:
+            self.message_user(request, str(exc), level=messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def changelist_view(self, request: Any, extra_context: Any = None) -> Any:
+        try:
+            return super().changelist_view(request, extra_context)
+        except FlagWriteError as exc:  # from a bulk action or bulk delete
+            self.message_user(request, str(exc), level=messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    # -- bulk actions ----------------------------------------------------------------------
+
+    def _set_everyone(self, request: Any, queryset: Any, everyone: bool | None, label: str) -> None:
+        changes = services.set_everyone(queryset, everyone, actor=request.user)
+        self.message_user(request, _("%(n)d flag(s) %(what)s.") % {"n": len(changes), "what": label})
+
+    @admin.action(description=_("Turn on for everyone"), permissions=["change"])
+    def turn_on_for_everyone(self, request: Any, queryset: Any) -> None:
+        self._set_everyone(request, queryset, True, _("turned on for everyone"))
+
+    @admin.action(description=_("Turn off for everyone"), permissions=["change"])
+    def turn_off_for_everyone(self, request: Any, queryset: Any) -> None:
+        self._set_everyone(request, queryset, False, _("turned off for everyone"))
+
+    @admin.action(description=_("Back to rules"), permissions=["change"])
+    def back_to_rules(self, request: Any, queryset: Any) -> None:
+        self._set_everyone(request, queryset, None, _("back to their rules"))
+
+
+@admin.register(FlagChange)
+class FlagChangeAdmin(admin.ModelAdmin):
+    list_display = ("at", "flag_name", "action", "username", "zk_version", "source", "changes")
+    list_filter = ("action", "source")
+    search_fields = ("flag_name", "username")
+    date_hierarchy = "at"
+    readonly_fields = [f.name for f in FlagChange._meta.fields]
+
+    @admin.display(description=_("fields changed"))
+    def changes(self, obj: FlagChange) -> str:
+        return ", ".join(obj.changed_fields())
+
+    def has_add_permission(self, request: Any) -> bool:
+        return False
+
+    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
+        return False

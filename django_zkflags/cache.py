@@ -1,0 +1,107 @@
+"""The in-process cache: one reference to the current snapshot, swapped whole.
+
+Readers take ``store.current`` (one attribute read, atomic under the GIL) and never lock.
+The watcher thread publishes new snapshots; test overrides are layered on top so that a
+check never pays for them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from .rules import FlagRule
+from .snapshot import EMPTY, Snapshot
+
+
+class SnapshotStore:
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._base: Snapshot = EMPTY
+        self._overrides: dict[int, tuple[str, bool]] = {}
+        self._tokens = itertools.count(1)
+        self._default_active = False
+        self.current: Snapshot = EMPTY
+        self.publications = 0
+
+    def reset_lock(self) -> None:
+        """After fork: the lock may have been held by a thread that no longer exists."""
+        self._lock = threading.RLock()
+
+    @property
+    def base(self) -> Snapshot:
+        """The last snapshot published by the watcher, without overrides."""
+        return self._base
+
+    def publish(self, snapshot: Snapshot) -> None:
+        with self._lock:
+            self._base = snapshot
+            self.publications += 1
+            self._recompose()
+
+    def set_default_active(self, value: bool) -> None:
+        with self._lock:
+            self._default_active = bool(value)
+            self._recompose()
+
+    def push_override(self, name: str, active: bool) -> int:
+        with self._lock:
+            token = next(self._tokens)
+            self._overrides[token] = (name, bool(active))
+            self._recompose()
+            return token
+
+    def pop_override(self, token: int) -> None:
+        with self._lock:
+            self._overrides.pop(token, None)
+            self._recompose()
+
+    def _recompose(self) -> None:
+        base = self._base
+        flags: Mapping[str, FlagRule] = base.flags
+        if self._overrides:
+            merged = dict(flags)
+            for name, active in self._overrides.values():  # later overrides win
+                merged[name] = FlagRule(name, everyone=active, note="override_flag")
+            flags = merged
+        previous = self.current
+        self.current = replace(base, flags=flags, default_active=self._default_active)
+        changed = _changed_names(previous.flags, self.current.flags)
+        if changed:
+            _send_changed(changed, self.current)
+
+
+def _changed_names(old: Mapping[str, FlagRule], new: Mapping[str, FlagRule]) -> frozenset[str]:
+    if old is new:
+        return frozenset()
+    names = set(old.keys() ^ new.keys())
+    for name, rule in new.items():
+        before = old.get(name)
+        if before is not None and before is not rule and before != rule:
+            names.add(name)
+    return frozenset(names)
+
+
+def _send_changed(names: frozenset[str], snapshot: Snapshot) -> None:
+    from .signals import flag_changed
+
+    flag_changed.send(sender=SnapshotStore, names=names, snapshot=snapshot)
+
+
+store = SnapshotStore()
+
+
+def current() -> Snapshot:
+    return store.current
+
+
+def status_of(snapshot: Snapshot) -> dict[str, Any]:
+    return {
+        "flags": len(snapshot.flags),
+        "zxid": snapshot.zxid,
+        "source": snapshot.source,
+        "errors": dict(snapshot.errors),
+    }

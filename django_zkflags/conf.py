@@ -1,0 +1,176 @@
+"""Settings for django-zkflags: one place, defaults merged with the user's.
+
+Two Django settings are read:
+
+* ``ZKFLAGS_URL`` -- where ZooKeeper is, ``zk://[user:password@]host:port[,host:port...]/root``.
+  When the setting is absent it is read from the environment variable of the same name
+  (with django-environ), and falls back to a local single node.
+* ``ZKFLAGS`` -- a dict of options merged over :data:`DEFAULTS`.
+
+Both are cached and the cache is cleared on ``setting_changed`` so ``override_settings``
+works in tests.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import environ
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULT_URL = "zk://127.0.0.1:2181/zkflags"
+
+DEFAULTS: dict[str, Any] = {
+    # Start the watcher in AppConfig.ready (skipped for the commands below).
+    "AUTOSTART": True,
+    "SKIP_COMMANDS": (
+        "check",
+        "collectstatic",
+        "compilemessages",
+        "createcachetable",
+        "makemessages",
+        "makemigrations",
+        "migrate",
+        "showmigrations",
+        "sqlmigrate",
+        "squashmigrations",
+    ),
+    # How long AppConfig.ready waits for the first snapshot before serving the local file
+    # (or the defaults). The watcher keeps connecting in the background either way.
+    "STARTUP_TIMEOUT": 1.0,
+    # How long a write (admin save, command) waits for a connection before giving up.
+    "WRITE_TIMEOUT": 5.0,
+    # ZooKeeper session timeout, seconds.
+    "SESSION_TIMEOUT": 10.0,
+    # Ceiling of the reconnect back-off, seconds. kazoo's own default grows to an hour.
+    "RECONNECT_MAX_DELAY": 1.0,
+    # Answer for a flag that does not exist.
+    "UNKNOWN_FLAG_ACTIVE": False,
+    # Last-known snapshot kept on disk; "" or None disables it. Default: one file per URL
+    # in the temp dir.
+    "SNAPSHOT_FILE": "default",
+    # Cookie that gives anonymous visitors a stable identity for percentage rollouts.
+    "ANONYMOUS_COOKIE": "zkflags_uid",
+    "ANONYMOUS_COOKIE_AGE": 60 * 60 * 24 * 365,
+    # Let a request force flags with ?zkflags=name:on,other:off. For local testing only;
+    # refused by system check zkflags.E003 when DEBUG is False.
+    "TESTING_OVERRIDES": False,
+    "TESTING_OVERRIDES_PARAM": "zkflags",
+    # Largest payload the client will send in one write; ZooKeeper's jute.maxbuffer is
+    # 1 MiB and an oversize packet makes the server drop the connection.
+    "MAX_WRITE_BYTES": 1000 * 1000,
+}
+
+
+class ImproperlyConfiguredURL(ValueError):
+    """ZKFLAGS_URL cannot be parsed."""
+
+
+@dataclass(frozen=True)
+class ZooKeeperURL:
+    """A parsed ``ZKFLAGS_URL``."""
+
+    hosts: str
+    root: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.username is not None
+
+
+def parse_url(url: str) -> ZooKeeperURL:
+    """Parse ``zk://[user:password@]host1:2181,host2:2181/root/path``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme != "zk":
+        raise ImproperlyConfiguredURL(f"ZKFLAGS_URL must start with zk:// (got {url!r})")
+    netloc, slash, path = rest.partition("/")
+    username = password = None
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        user, colon, pw = userinfo.partition(":")
+        if not user or not colon:
+            raise ImproperlyConfiguredURL(
+                "ZKFLAGS_URL credentials must be user:password (a ZooKeeper digest identity)"
+            )
+        username, password = unquote(user), unquote(pw)
+    if not netloc:
+        raise ImproperlyConfiguredURL(f"ZKFLAGS_URL has no host (got {url!r})")
+    hosts = []
+    for hostport in netloc.split(","):
+        host, colon, port = hostport.rpartition(":")
+        if not colon:
+            host, port = hostport, "2181"
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ImproperlyConfiguredURL(f"ZKFLAGS_URL has a bad host:port {hostport!r}")
+        hosts.append(f"{host}:{port}")
+    root = "/" + path.strip("/") if slash else "/zkflags"
+    if root == "/":
+        raise ImproperlyConfiguredURL("ZKFLAGS_URL needs a root path such as /zkflags")
+    if any(not part or part in (".", "..") for part in root[1:].split("/")):
+        raise ImproperlyConfiguredURL(f"ZKFLAGS_URL has a bad root path {root!r}")
+    return ZooKeeperURL(",".join(hosts), root, username, password)
+
+
+@functools.cache
+def get_url_string() -> str:
+    value = getattr(settings, "ZKFLAGS_URL", None)
+    if value is None:
+        value = environ.Env().str("ZKFLAGS_URL", default=DEFAULT_URL)
+    return value
+
+
+@functools.cache
+def get_url() -> ZooKeeperURL:
+    return parse_url(get_url_string())
+
+
+@functools.cache
+def get_config() -> dict[str, Any]:
+    config = dict(DEFAULTS)
+    config.update(getattr(settings, "ZKFLAGS", {}) or {})
+    return config
+
+
+def get(key: str) -> Any:
+    return get_config()[key]
+
+
+def snapshot_file_path() -> str | None:
+    """Where the last-known snapshot is kept on disk, or None when disabled."""
+    value = get("SNAPSHOT_FILE")
+    if not value:
+        return None
+    if value == "default":
+        digest = hashlib.sha256(get_url_string().encode()).hexdigest()[:16]
+        return os.path.join(tempfile.gettempdir(), f"zkflags-{digest}.snapshot")
+    return str(value)
+
+
+_listeners: list[Any] = []
+
+
+def on_change(callback: Any) -> Any:
+    """Register ``callback()`` to run after ZKFLAGS or ZKFLAGS_URL changes."""
+    _listeners.append(callback)
+    return callback
+
+
+@receiver(setting_changed)
+def _clear_caches(*, setting: str, **kwargs: Any) -> None:
+    if setting not in ("ZKFLAGS", "ZKFLAGS_URL"):
+        return
+    get_url_string.cache_clear()
+    get_url.cache_clear()
+    get_config.cache_clear()
+    for callback in list(_listeners):
+        callback(setting)

@@ -1,0 +1,139 @@
+"""``manage.py zkflags``: look at and repair flags from the command line.
+
+    zkflags status                 the connection and the snapshot this process sees
+    zkflags list                   every flag with its rule, from ZooKeeper
+    zkflags set NAME --on|--off|--rules [--percent P]   change a flag (audited)
+    zkflags check                  report drift between ZooKeeper and the admin's rows
+    zkflags repair                 rebuild the snapshot from the flag znodes and make the
+                                   rows mirror ZooKeeper (audited as "repaired")
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from ... import runtime, services
+from ...models import Flag, FlagChange
+from ...rules import FlagRule, InvalidFlag, validate_name, validate_percent
+from ...snapshot import CorruptSnapshot
+from ...zk import FlagWriteError, WriteResult
+
+
+class Command(BaseCommand):
+    help = "Inspect, change and repair django-zkflags flags in ZooKeeper."
+
+    def add_arguments(self, parser: Any) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        sub.add_parser("status", help="Connection and snapshot of this process.")
+        sub.add_parser("list", help="Every flag in ZooKeeper.")
+        setp = sub.add_parser("set", help="Change or create a flag.")
+        setp.add_argument("name")
+        mode = setp.add_mutually_exclusive_group()
+        mode.add_argument("--on", dest="everyone", action="store_const", const=True, default="keep")
+        mode.add_argument("--off", dest="everyone", action="store_const", const=False)
+        mode.add_argument("--rules", dest="everyone", action="store_const", const=None)
+        setp.add_argument("--percent", type=float)
+        setp.add_argument("--note")
+        sub.add_parser("check", help="Report drift between ZooKeeper and the database (exit 1).")
+        sub.add_parser("repair", help="Rebuild the snapshot and make the rows mirror ZooKeeper.")
+
+    def handle(self, *args: Any, action: str, **options: Any) -> None:
+        try:
+            getattr(self, f"do_{action}")(**options)
+        except (FlagWriteError, InvalidFlag, CorruptSnapshot) as exc:
+            raise CommandError(str(exc)) from exc
+
+    def do_status(self, **options: Any) -> None:
+        rt = runtime.start(wait=float(options.get("wait", 3.0) or 3.0))
+        self.stdout.write(json.dumps(rt.status(), indent=2, default=str))
+
+    def do_list(self, **options: Any) -> None:
+        writer = runtime.writer()
+        entries, _version = writer.read_snapshot_entries()
+        for name in sorted(entries):
+            try:
+                rule = FlagRule.from_document(entries[name], name=name)
+                self.stdout.write(f"{name}\tv{rule.version}\t{rule.summary()}")
+            except InvalidFlag as exc:
+                self.stdout.write(f"{name}\tINVALID\t{exc}")
+
+    def do_set(self, name: str, everyone: Any, percent: float | None, note: str | None, **options: Any) -> None:
+        validate_name(name)
+        writer = runtime.writer()
+        doc, version = writer.read_flag(name)
+        if doc is None or "corrupt" in doc:
+            doc = FlagRule(name).to_document()
+        if everyone != "keep":
+            doc["everyone"] = everyone
+        if percent is not None:
+            doc["percent"] = validate_percent(percent)
+        if note is not None:
+            doc["note"] = note
+        result = writer.write(doc, version)
+        flag = Flag.objects.filter(name=name).first() or Flag(name=name)
+        services.mirror_document(flag, result.after or doc, result.version)
+        services.record(result, "created" if version is None else "changed", None, "command")
+        self.stdout.write(f"{name}: {FlagRule.from_document(doc).summary()} (version {result.version})")
+
+    def _drift(self) -> tuple[list[str], dict[str, Any], dict[str, Any], dict[str, str]]:
+        writer = runtime.writer()
+        nodes, errors = writer.entries_from_flag_nodes()
+        try:
+            snapshot, _version = writer.read_snapshot_entries()
+        except CorruptSnapshot as exc:
+            snapshot = {}
+            errors["(snapshot)"] = str(exc)
+        problems = []
+        for name, error in errors.items():
+            problems.append(f"{name}: flag znode is invalid: {error}")
+        for name in sorted(set(nodes) | set(snapshot)):
+            if nodes.get(name) != snapshot.get(name) and name not in errors:
+                problems.append(f"{name}: snapshot differs from the flag znode")
+        rows = {f.name: f for f in Flag.objects.prefetch_related("users", "groups")}
+        for name in sorted(set(rows) | set(nodes)):
+            node, row = nodes.get(name), rows.get(name)
+            if row is None:
+                problems.append(f"{name}: in ZooKeeper but has no admin row")
+            elif node is None:
+                if name not in errors:
+                    problems.append(f"{name}: admin row but not in ZooKeeper")
+            elif row.zk_version != node["version"] or row.document() != {k: v for k, v in node.items() if k != "version"}:
+                problems.append(f"{name}: admin row (v{row.zk_version}) differs from ZooKeeper (v{node['version']})")
+        return problems, nodes, rows, errors
+
+    def do_check(self, **options: Any) -> None:
+        problems = self._drift()[0]
+        for problem in problems:
+            self.stdout.write(problem)
+        if problems:
+            raise CommandError(f"{len(problems)} problem(s); run 'manage.py zkflags repair'")
+        self.stdout.write("ZooKeeper and the admin agree.")
+
+    def do_repair(self, **options: Any) -> None:
+        writer = runtime.writer()
+        bad = writer.rebuild_snapshot()
+        for name, error in bad.items():
+            self.stdout.write(f"{name}: left as it was in the snapshot ({error})")
+        _problems, nodes, rows, errors = self._drift()
+        repaired = 0
+        for name in sorted(set(rows) | set(nodes)):
+            node, row = nodes.get(name), rows.get(name)
+            if name in errors:
+                continue
+            doc = {k: v for k, v in node.items() if k != "version"} if node else None
+            before = row.document() if row else None
+            if node is None:
+                Flag.objects.filter(pk=row.pk).delete()  # bypasses ZooKeeper: it is not there
+            elif row is None or row.zk_version != node["version"] or row.document() != doc:
+                services.mirror_document(row or Flag(name=name), doc, node["version"])
+            else:
+                continue
+            version = node["version"] if node else None
+            result = WriteResult(name, version, before, doc)
+            services.record(result, FlagChange.REPAIRED, None, "repair")
+            repaired += 1
+            self.stdout.write(f"{name}: row now mirrors ZooKeeper")
+        self.stdout.write(f"Repaired {repaired} row(s).")

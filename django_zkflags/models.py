@@ -1,0 +1,175 @@
+"""Django models: the admin's front end to ZooKeeper, and the audit log.
+
+ZooKeeper holds the truth. A ``Flag`` row mirrors one flag znode (``zk_version`` is the
+znode version it mirrors); every save or delete goes to ZooKeeper first, inside the
+database transaction, so a refused write leaves the database as it was. ``FlagChange``
+rows are written for every change that reached ZooKeeper, by :mod:`django_zkflags.services`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from .rules import NAME_MAX_LENGTH, NAME_PATTERN, FlagRule
+
+validate_flag_name = RegexValidator(
+    regex=rf"\A{NAME_PATTERN.pattern}\Z",
+    message=_("Use only letters, digits, '-', '_' and '.' (at most 100 characters)."),
+    code="invalid_flag_name",
+)
+
+
+class Flag(models.Model):
+    EVERYONE_CHOICES = ((True, _("On for everyone")), (False, _("Off for everyone")))
+
+    name = models.CharField(
+        _("name"), max_length=NAME_MAX_LENGTH, unique=True, validators=[validate_flag_name]
+    )
+    note = models.TextField(_("note"), blank=True, help_text=_("What the flag is for."))
+    everyone = models.BooleanField(
+        _("everyone"),
+        null=True,
+        blank=True,
+        choices=EVERYONE_CHOICES,
+        help_text=_("On or off for everyone (a kill switch). Empty: decided by the rules below."),
+    )
+    percent = models.DecimalField(
+        _("percent"),
+        max_digits=4,
+        decimal_places=1,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("100"))],
+        help_text=_("On for this share of visitors (0 to 100, one decimal), stable per visitor."),
+    )
+    superusers = models.BooleanField(_("superusers"), default=False)
+    staff = models.BooleanField(_("staff"), default=False)
+    authenticated = models.BooleanField(_("authenticated users"), default=False)
+    users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="zkflags", verbose_name=_("users")
+    )
+    groups = models.ManyToManyField(
+        "auth.Group", blank=True, related_name="zkflags", verbose_name=_("groups")
+    )
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    modified = models.DateTimeField(_("modified"), auto_now=True)
+    zk_version = models.IntegerField(
+        _("ZooKeeper version"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_("Version of the flag znode this row mirrors."),
+    )
+
+    class Meta:
+        ordering = ("name",)
+        verbose_name = _("flag")
+        verbose_name_plural = _("flags")
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def from_db(cls, db: Any, field_names: Any, values: Any) -> Flag:
+        instance = super().from_db(db, field_names, values)
+        instance._loaded_name = instance.__dict__.get("name")
+        return instance
+
+    def clean(self) -> None:
+        super().clean()
+        loaded = getattr(self, "_loaded_name", None)
+        if loaded is not None and loaded != self.name:
+            raise ValidationError({"name": _("A flag cannot be renamed; create a new one.")})
+
+    def document(self, user_ids: Any = None, group_ids: Any = None) -> dict[str, Any]:
+        """The flag as ZooKeeper stores it. M2M ids are read from the database if not given."""
+        if user_ids is None:
+            user_ids = list(self.users.values_list("pk", flat=True)) if self.pk else []
+        if group_ids is None:
+            group_ids = list(self.groups.values_list("pk", flat=True)) if self.pk else []
+        return FlagRule(
+            self.name,
+            everyone=self.everyone,
+            percent=float(self.percent) if self.percent is not None else None,
+            superusers=self.superusers,
+            staff=self.staff,
+            authenticated=self.authenticated,
+            users=[int(i) for i in user_ids],
+            groups=[int(i) for i in group_ids],
+            note=self.note,
+        ).to_document()
+
+    def save(self, *args: Any, actor: Any = None, **kwargs: Any) -> None:
+        """Save to ZooKeeper (from ``zk_version``) and the database, with an audit row.
+
+        The admin defers the ZooKeeper write until the many-to-many fields are saved too
+        (``_zkflags_defer`` set); everything else goes through here.
+        """
+        from . import services
+
+        loaded = getattr(self, "_loaded_name", None)
+        if loaded is not None and loaded != self.name:
+            raise ValidationError({"name": _("A flag cannot be renamed; create a new one.")})
+        if getattr(self, "_zkflags_defer", False):
+            super().save(*args, **kwargs)
+            return
+        services.save_flag(self, actor=actor, save_row=lambda: super(Flag, self).save(*args, **kwargs))
+
+    def delete(self, *args: Any, actor: Any = None, **kwargs: Any) -> Any:
+        from . import services
+
+        return services.delete_flag(self, actor=actor, delete_row=lambda: super(Flag, self).delete(*args, **kwargs))
+
+
+class FlagChange(models.Model):
+    """One change that reached ZooKeeper. Written by django-zkflags only, never edited."""
+
+    CREATED = "created"
+    CHANGED = "changed"
+    DELETED = "deleted"
+    REPAIRED = "repaired"
+    ACTIONS = (
+        (CREATED, _("created")),
+        (CHANGED, _("changed")),
+        (DELETED, _("deleted")),
+        (REPAIRED, _("repaired from ZooKeeper")),
+    )
+
+    flag_name = models.CharField(_("flag"), max_length=NAME_MAX_LENGTH, db_index=True)
+    action = models.CharField(_("action"), max_length=10, choices=ACTIONS)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("user"),
+    )
+    username = models.CharField(
+        _("username"), max_length=150, blank=True, help_text=_("Kept if the user is deleted.")
+    )
+    at = models.DateTimeField(_("at"), auto_now_add=True, db_index=True)
+    before = models.JSONField(_("before"), null=True, blank=True)
+    after = models.JSONField(_("after"), null=True, blank=True)
+    zk_version = models.IntegerField(_("ZooKeeper version"), null=True, blank=True)
+    source = models.CharField(_("source"), max_length=40, blank=True)
+
+    class Meta:
+        ordering = ("-at", "-pk")
+        verbose_name = _("flag change")
+        verbose_name_plural = _("flag changes")
+
+    def __str__(self) -> str:
+        return f"{self.flag_name} {self.action} by {self.username or 'system'} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+    def changed_fields(self) -> list[str]:
+        before = self.before or {}
+        after = self.after or {}
+        return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))

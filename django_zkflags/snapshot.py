@@ -1,0 +1,120 @@
+"""The materialized view: every flag in one znode, and its in-memory form.
+
+Wire format of the snapshot znode (``<root>/snapshot``)::
+
+    b"ZKF1" + zlib(JSON {"format": 1, "flags": {name: document + {"version": n}}})
+
+Plain JSON (starting with ``{``) is accepted too, so a hand-written snapshot can be read.
+Decoding is tolerant per flag: one bad entry is reported and skipped (the caller keeps its
+last good value) without affecting the others.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .rules import FlagRule, InvalidFlag
+
+MAGIC = b"ZKF1"
+FORMAT = 1
+
+
+class CorruptSnapshot(ValueError):
+    """The snapshot znode does not hold a readable snapshot."""
+
+
+def encode_document(doc: Mapping[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode_document(data: bytes | None) -> Any:
+    if data is None:
+        raise InvalidFlag("empty znode")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidFlag(f"not valid JSON: {exc}") from None
+
+
+def encode_entries(entries: Mapping[str, Mapping[str, Any]]) -> bytes:
+    """Encode raw flag entries (documents with their version) as a snapshot znode."""
+    payload = {"format": FORMAT, "flags": dict(entries)}
+    return MAGIC + zlib.compress(encode_document(payload), 6)
+
+
+def decode_entries(data: bytes | None) -> dict[str, Any]:
+    """Decode a snapshot znode to its raw entries. Raises CorruptSnapshot."""
+    if not data:
+        return {}
+    try:
+        if data.startswith(MAGIC):
+            data = zlib.decompress(data[len(MAGIC) :])
+        payload = json.loads(data.decode("utf-8"))
+    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptSnapshot(f"snapshot is not readable: {exc}") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("flags"), dict):
+        raise CorruptSnapshot("snapshot has no 'flags' object")
+    if payload.get("format") != FORMAT:
+        raise CorruptSnapshot(f"snapshot format {payload.get('format')!r} is not supported")
+    return payload["flags"]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable view of every flag, as one process sees it at one moment.
+
+    ``flags`` must not be mutated: the cache swaps whole snapshots.
+    """
+
+    flags: Mapping[str, FlagRule]
+    zxid: int = 0
+    source: str = "empty"  # "zookeeper", "file", "empty"
+    errors: Mapping[str, str] = field(default_factory=dict)
+    default_active: bool = False
+
+    def get(self, name: str) -> FlagRule | None:
+        return self.flags.get(name)
+
+    def __len__(self) -> int:
+        return len(self.flags)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.flags
+
+
+EMPTY = Snapshot({})
+
+
+def compile_entries(
+    entries: Mapping[str, Any], previous: Mapping[str, FlagRule] | None = None
+) -> tuple[dict[str, FlagRule], dict[str, str]]:
+    """Compile raw entries into rules.
+
+    Entries whose version did not change reuse the previous rule (cheap updates with many
+    flags). A bad entry keeps the previous rule for that name, if there was one, and is
+    reported in the returned errors.
+    """
+    previous = previous or {}
+    flags: dict[str, FlagRule] = {}
+    errors: dict[str, str] = {}
+    for name, entry in entries.items():
+        old = previous.get(name)
+        if (
+            old is not None
+            and isinstance(entry, dict)
+            and old.version is not None
+            and entry.get("version") == old.version
+        ):
+            flags[name] = old
+            continue
+        try:
+            flags[name] = FlagRule.from_document(entry, name=name)
+        except InvalidFlag as exc:
+            errors[str(name)[:200]] = str(exc)
+            if old is not None:
+                flags[name] = old
+    return flags, errors

@@ -1,0 +1,96 @@
+"""Fixtures: a real ZooKeeper for the session, a fresh root path per test."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from django_zkflags import runtime
+from django_zkflags.cache import store
+from django_zkflags.snapshot import EMPTY
+from django_zkflags.zkserver import ZooKeeperError, ZooKeeperServer
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_zookeeper(exc: Exception) -> None:
+    """No ZooKeeper here: a failure in CI, a skip (with the reason) on a laptop."""
+    message = f"ZooKeeper is required for this test: {exc}"
+    if IN_CI:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def zk_server() -> Iterator[ZooKeeperServer]:
+    try:
+        server = ZooKeeperServer()
+        server.start()
+    except ZooKeeperError as exc:
+        require_zookeeper(exc)
+    yield server
+    server.cleanup()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.005) -> Any:
+    """Poll until ``predicate()`` is truthy; a generous bound that only catches hangs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+class ZkFlags:
+    """What a test needs to drive flags through a real ZooKeeper."""
+
+    def __init__(self, server: ZooKeeperServer, url: str, root: str) -> None:
+        self.server = server
+        self.url = url
+        self.root = root
+
+    @property
+    def runtime(self) -> runtime.FlagRuntime:
+        return runtime.get_runtime()
+
+    @property
+    def writer(self):
+        return runtime.writer()
+
+    def write(self, name: str, **rules: Any) -> int:
+        """Create or update a flag straight in ZooKeeper and wait until this process sees it."""
+        doc, version = self.writer.read_flag(name)
+        base = {"name": name, "everyone": None}
+        if doc and "corrupt" not in doc:
+            base = doc
+        result = self.writer.write({**base, **rules}, version)
+        self.wait_version(name, result.version)
+        return result.version
+
+    def wait_version(self, name: str, version: int | None, timeout: float = 10.0) -> None:
+        def seen() -> bool:
+            rule = store.base.flags.get(name)
+            return (rule.version if rule else None) == version
+
+        wait_until(seen, timeout)
+
+
+@pytest.fixture
+def zkflags(zk_server: ZooKeeperServer, settings: Any) -> Iterator[ZkFlags]:
+    root = f"/t-{uuid.uuid4().hex[:12]}"
+    url = f"zk://{zk_server.hosts}{root}"
+    settings.ZKFLAGS_URL = url
+    runtime.start(wait=10.0)
+    try:
+        yield ZkFlags(zk_server, url, root)
+    finally:
+        runtime.stop()
+        store.publish(EMPTY)
