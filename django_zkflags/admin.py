@@ -61,7 +61,6 @@ class FlagForm(forms.ModelForm):
         self.initial["percent"] = None if percent is None else Decimal(str(round(percent, 1)))
 
 
-
 @admin.register(Flag)
 class FlagAdmin(admin.ModelAdmin):
     form = FlagForm
@@ -75,10 +74,16 @@ class FlagAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("name", "note", "zk_version_seen")}),
         (_("For everyone"), {"fields": ("everyone",)}),
-        (_("Rules (when not set for everyone)"), {
-            "fields": ("superusers", "staff", "authenticated", "percent", "users", "groups"),
-        }),
-        (_("ZooKeeper"), {"fields": ("zk_version", "created", "modified"), "classes": ("collapse",)}),
+        (
+            _("Rules (when not set for everyone)"),
+            {
+                "fields": ("superusers", "staff", "authenticated", "percent", "users", "groups"),
+            },
+        ),
+        (
+            _("ZooKeeper"),
+            {"fields": ("zk_version", "created", "modified"), "classes": ("collapse",)},
+        ),
     )
 
     def get_readonly_fields(self, request: Any, obj: Any = None) -> Any:
@@ -131,7 +136,9 @@ class FlagAdmin(admin.ModelAdmin):
         for obj in queryset:
             obj.delete(actor=request.user)
 
-    def changeform_view(self, request: Any, object_id: Any = None, form_url: str = "", extra_context: Any = None) -> Any:
+    def changeform_view(
+        self, request: Any, object_id: Any = None, form_url: str = "", extra_context: Any = None
+    ) -> Any:
         extra_context = dict(extra_context or {})
         if object_id is not None:
             obj = self.get_object(request, object_id)
@@ -149,8 +156,11 @@ class FlagAdmin(admin.ModelAdmin):
         if form is not None and getattr(form, "zookeeper_error", None):
             self.message_user(
                 request,
-                _("ZooKeeper is unreachable; showing the database copy, which may be stale. "
-                  "Saving will fail until ZooKeeper is back. (%s)") % form.zookeeper_error,
+                _(
+                    "ZooKeeper is unreachable; showing the database copy, which may be stale. "
+                    "Saving will fail until ZooKeeper is back. (%s)"
+                )
+                % form.zookeeper_error,
                 level=messages.WARNING,
             )
         return super().render_change_form(request, context, *args, **kwargs)
@@ -173,7 +183,9 @@ class FlagAdmin(admin.ModelAdmin):
 
     def _set_everyone(self, request: Any, queryset: Any, everyone: bool | None, label: str) -> None:
         changes = services.set_everyone(queryset, everyone, actor=request.user)
-        self.message_user(request, _("%(n)d flag(s) %(what)s.") % {"n": len(changes), "what": label})
+        self.message_user(
+            request, _("%(n)d flag(s) %(what)s.") % {"n": len(changes), "what": label}
+        )
 
     @admin.action(description=_("Turn on for everyone"), permissions=["change"])
     def turn_on_for_everyone(self, request: Any, queryset: Any) -> None:

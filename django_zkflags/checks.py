@@ -49,8 +49,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             continue
         default = conf.DEFAULTS[key]
         numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
-        if numeric and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-            errors.append(Error(f"ZKFLAGS[{key!r}] must be a non-negative number", id="zkflags.E002"))
+        if numeric and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0
+        ):
+            errors.append(
+                Error(f"ZKFLAGS[{key!r}] must be a non-negative number", id="zkflags.E002")
+            )
         elif isinstance(default, bool) and not isinstance(value, bool):
             errors.append(Error(f"ZKFLAGS[{key!r}] must be True or False", id="zkflags.E002"))
     if conf.get("TESTING_OVERRIDES") and not settings.DEBUG:
@@ -71,7 +75,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="zkflags.W001",
             )
         )
-    elif AUTH_MIDDLEWARE in middleware and middleware.index(MIDDLEWARE_PATH) < middleware.index(AUTH_MIDDLEWARE):
+    elif AUTH_MIDDLEWARE in middleware and middleware.index(MIDDLEWARE_PATH) < middleware.index(
+        AUTH_MIDDLEWARE
+    ):
         errors.append(
             Warning(
                 f"{MIDDLEWARE_PATH} comes before {AUTH_MIDDLEWARE}: request.user is not set yet.",

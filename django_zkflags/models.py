@@ -76,6 +76,31 @@ class Flag(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args: Any, actor: Any = None, **kwargs: Any) -> None:
+        """Save to ZooKeeper (from ``zk_version``) and the database, with an audit row.
+
+        The admin defers the ZooKeeper write until the many-to-many fields are saved too
+        (``_zkflags_defer`` set); everything else goes through here.
+        """
+        from . import services
+
+        loaded = getattr(self, "_loaded_name", None)
+        if loaded is not None and loaded != self.name:
+            raise ValidationError({"name": _("A flag cannot be renamed; create a new one.")})
+        if getattr(self, "_zkflags_defer", False):
+            super().save(*args, **kwargs)
+            return
+        services.save_flag(
+            self, actor=actor, save_row=lambda: super(Flag, self).save(*args, **kwargs)
+        )
+
+    def delete(self, *args: Any, actor: Any = None, **kwargs: Any) -> Any:
+        from . import services
+
+        return services.delete_flag(
+            self, actor=actor, delete_row=lambda: super(Flag, self).delete(*args, **kwargs)
+        )
+
     @classmethod
     def from_db(cls, db: Any, field_names: Any, values: Any) -> Flag:
         instance = super().from_db(db, field_names, values)
@@ -105,27 +130,6 @@ class Flag(models.Model):
             groups=[int(i) for i in group_ids],
             note=self.note,
         ).to_document()
-
-    def save(self, *args: Any, actor: Any = None, **kwargs: Any) -> None:
-        """Save to ZooKeeper (from ``zk_version``) and the database, with an audit row.
-
-        The admin defers the ZooKeeper write until the many-to-many fields are saved too
-        (``_zkflags_defer`` set); everything else goes through here.
-        """
-        from . import services
-
-        loaded = getattr(self, "_loaded_name", None)
-        if loaded is not None and loaded != self.name:
-            raise ValidationError({"name": _("A flag cannot be renamed; create a new one.")})
-        if getattr(self, "_zkflags_defer", False):
-            super().save(*args, **kwargs)
-            return
-        services.save_flag(self, actor=actor, save_row=lambda: super(Flag, self).save(*args, **kwargs))
-
-    def delete(self, *args: Any, actor: Any = None, **kwargs: Any) -> Any:
-        from . import services
-
-        return services.delete_flag(self, actor=actor, delete_row=lambda: super(Flag, self).delete(*args, **kwargs))
 
 
 class FlagChange(models.Model):

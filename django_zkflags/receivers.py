@@ -13,7 +13,9 @@ from .services import push_m2m_change
 
 @receiver(m2m_changed, sender=Flag.users.through, dispatch_uid="zkflags-users")
 @receiver(m2m_changed, sender=Flag.groups.through, dispatch_uid="zkflags-groups")
-def flag_members_changed(sender: Any, instance: Any, action: str, reverse: bool, pk_set: Any, **kwargs: Any) -> None:
+def flag_members_changed(
+    sender: Any, instance: Any, action: str, reverse: bool, pk_set: Any, **kwargs: Any
+) -> None:
     if reverse and action == "pre_clear":
         # A user's or group's flags are being cleared: remember which, pk_set is None later.
         instance._zkflags_cleared = list(instance.zkflags.values_list("pk", flat=True))

@@ -203,8 +203,10 @@ class FlagRule:
             identity = user.pk
             if identity in self.users:
                 return True
-            if self.groups and group_ids is not None and not self.groups.isdisjoint(
-                group_ids(user)
+            if (
+                self.groups
+                and group_ids is not None
+                and not self.groups.isdisjoint(group_ids(user))
             ):
                 return True
         threshold = self.threshold

@@ -124,7 +124,9 @@ class FlagRuntime:
             return
         flags, errors = compile_entries(entries, previous=store.base.flags)
         for name, error in errors.items():
-            log.error("Flag %r in the snapshot is invalid (%s); keeping its last good value", name, error)
+            log.error(
+                "Flag %r in the snapshot is invalid (%s); keeping its last good value", name, error
+            )
         zxid = stat.mzxid if stat is not None else 0
         store.publish(Snapshot(flags, zxid=zxid, source="zookeeper", errors=errors))
         self.last_error = None
@@ -251,7 +253,11 @@ def should_autostart(argv: list[str] | None = None) -> bool:
         if command in conf.get("SKIP_COMMANDS"):
             return False
         # runserver's autoreloader parent only watches files; its child serves.
-        if command == "runserver" and os.environ.get("RUN_MAIN") != "true" and "--noreload" not in argv:
+        if (
+            command == "runserver"
+            and os.environ.get("RUN_MAIN") != "true"
+            and "--noreload" not in argv
+        ):
             return False
     return True
 

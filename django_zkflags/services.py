@@ -98,7 +98,9 @@ def delete_flag(
         return delete_row() if delete_row is not None else None
 
 
-def set_everyone(flags: Iterable[Flag], everyone: bool | None, *, actor: Any = None, source: str = "admin action") -> list[FlagChange]:
+def set_everyone(
+    flags: Iterable[Flag], everyone: bool | None, *, actor: Any = None, source: str = "admin action"
+) -> list[FlagChange]:
     """Switch flags on or off for everyone, or back to their rules (bulk admin actions).
 
     Each flag is changed from the version ZooKeeper holds now; the row is made to mirror
@@ -116,7 +118,9 @@ def set_everyone(flags: Iterable[Flag], everyone: bool | None, *, actor: Any = N
             doc = {**doc, "everyone": everyone}
             result = writer.write(doc, version)
             mirror_document(flag, result.after or doc, result.version)
-            changes.append(record(result, "created" if version is None else "changed", actor, source))
+            changes.append(
+                record(result, "created" if version is None else "changed", actor, source)
+            )
     return changes
 
 

@@ -70,7 +70,9 @@ class ZooKeeperUnavailable(FlagWriteError):
 
 
 class FlagConflict(FlagWriteError):
-    def __init__(self, message: str, *, current: dict[str, Any] | None, current_version: int | None):
+    def __init__(
+        self, message: str, *, current: dict[str, Any] | None, current_version: int | None
+    ):
         super().__init__(message)
         self.current = current
         self.current_version = current_version
@@ -100,13 +102,17 @@ class Paths:
         return f"{self.root}/{FLAGS_DIR}/{validate_name(name)}"
 
 
-def make_client(url: ZooKeeperURL, *, session_timeout: float, reconnect_max_delay: float, **kwargs: Any) -> KazooClient:
+def make_client(
+    url: ZooKeeperURL, *, session_timeout: float, reconnect_max_delay: float, **kwargs: Any
+) -> KazooClient:
     """A client that reconnects quickly forever and authenticates with the URL's identity."""
     auth = [("digest", f"{url.username}:{url.password}")] if url.has_credentials else None
     return KazooClient(
         hosts=url.hosts,
         timeout=session_timeout,
-        connection_retry=KazooRetry(max_tries=-1, delay=0.05, backoff=2, max_delay=reconnect_max_delay),
+        connection_retry=KazooRetry(
+            max_tries=-1, delay=0.05, backoff=2, max_delay=reconnect_max_delay
+        ),
         command_retry=None,
         auth_data=auth,
         **kwargs,
@@ -135,7 +141,14 @@ class FlagWriter:
     #: Attempts when only the snapshot moved under us (another flag was written).
     SNAPSHOT_RETRIES = 20
 
-    def __init__(self, client: KazooClient, url: ZooKeeperURL, *, timeout: float = 5.0, max_bytes: int = 1000 * 1000) -> None:
+    def __init__(
+        self,
+        client: KazooClient,
+        url: ZooKeeperURL,
+        *,
+        timeout: float = 5.0,
+        max_bytes: int = 1000 * 1000,
+    ) -> None:
         self.client = client
         self.url = url
         self.paths = Paths(url.root)
@@ -228,7 +241,9 @@ class FlagWriter:
             except UNAVAILABLE_ERRORS as exc:
                 return self._resolve_unknown_outcome(name, doc, expected, current, exc)
             flag_result, snapshot_result = results
-            if not isinstance(flag_result, Exception) and not isinstance(snapshot_result, Exception):
+            if not isinstance(flag_result, Exception) and not isinstance(
+                snapshot_result, Exception
+            ):
                 return WriteResult(name, new_version, current, doc)
             if isinstance(flag_result, (BadVersionError, NodeExistsError, NoNodeError)):
                 current, current_version = self.read_flag(name)
@@ -247,7 +262,9 @@ class FlagWriter:
             f"Could not save {name!r}: the snapshot kept changing ({self.SNAPSHOT_RETRIES} tries)"
         )
 
-    def _check_expected(self, name: str, expected: int | None, current: Any, current_version: int | None) -> None:
+    def _check_expected(
+        self, name: str, expected: int | None, current: Any, current_version: int | None
+    ) -> None:
         if expected is None and current_version is not None:
             raise FlagConflict(
                 f"Flag {name!r} already exists in ZooKeeper (version {current_version}); "
@@ -256,7 +273,9 @@ class FlagWriter:
                 current_version=current_version,
             )
         if expected is not None and current_version != expected:
-            what = "was deleted" if current_version is None else f"is now at version {current_version}"
+            what = (
+                "was deleted" if current_version is None else f"is now at version {current_version}"
+            )
             raise FlagConflict(
                 f"Flag {name!r} was changed by someone else while you were editing it: you "
                 f"started from version {expected}, ZooKeeper {what}. Your change was not "
@@ -274,7 +293,9 @@ class FlagWriter:
             _data, stat = self._call(self.client.get_async(self.paths.snapshot))
             return entries, stat.version
 
-    def _resolve_unknown_outcome(self, name: str, doc: Any, expected: int | None, before: Any, exc: BaseException) -> WriteResult:
+    def _resolve_unknown_outcome(
+        self, name: str, doc: Any, expected: int | None, before: Any, exc: BaseException
+    ) -> WriteResult:
         """The connection broke during commit: read back to learn whether it applied."""
         log.warning("Connection lost while saving %r; reading back to learn the outcome", name)
         try:
@@ -324,7 +345,10 @@ class FlagWriter:
             try:
                 old_entries, version = self.read_snapshot_entries()
             except CorruptSnapshot:
-                old_entries, version = {}, self._call(self.client.exists_async(self.paths.snapshot)).version
+                old_entries, version = (
+                    {},
+                    self._call(self.client.exists_async(self.paths.snapshot)).version,
+                )
             for name in errors:
                 if name in old_entries:
                     entries[name] = old_entries[name]
@@ -382,4 +406,3 @@ class FlagWriter:
             raise ZooKeeperUnavailable(
                 f"ZooKeeper is unreachable ({self.url.hosts}): {exc!r}; nothing was saved."
             ) from exc
-

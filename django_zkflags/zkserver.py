@@ -182,9 +182,7 @@ def four_letter(host: str, port: int, cmd: str, timeout: float = 2.0) -> str:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise TimeoutError(
-                        f"no reply to {cmd!r} from {host}:{port} within {timeout} s"
-                    )
+                    raise TimeoutError(f"no reply to {cmd!r} from {host}:{port} within {timeout} s")
                 sock.settimeout(remaining)
                 try:
                     chunk = sock.recv(65536)
@@ -198,9 +196,7 @@ def four_letter(host: str, port: int, cmd: str, timeout: float = 2.0) -> str:
     except (ConnectionRefusedError, ConnectionResetError, BrokenPipeError):
         return ""
     except TimeoutError as exc:  # connect() timed out
-        raise TimeoutError(
-            f"could not connect to {host}:{port} within {timeout} s"
-        ) from exc
+        raise TimeoutError(f"could not connect to {host}:{port} within {timeout} s") from exc
     return b"".join(chunks).decode("utf-8", "replace")
 
 
@@ -303,9 +299,7 @@ class ZooKeeperServer:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         self.zk_data_dir = self.data_dir / DATA_SUBDIR
         self.config_path = self.data_dir / CONFIG_FILE_NAME
-        self.log_path = (
-            Path(log_path).resolve() if log_path else self.data_dir / LOG_FILE_NAME
-        )
+        self.log_path = Path(log_path).resolve() if log_path else self.data_dir / LOG_FILE_NAME
         self._port = port if port is not None else free_port()
         self.tick_time = tick_time
         self.extra_config: dict[str, object] = dict(extra_config or {})
@@ -442,9 +436,7 @@ class ZooKeeperServer:
         with self._lock:
             if self.is_running:
                 return
-            cmd = (
-                self.command()
-            )  # raises ZooKeeperNotInstalled before touching anything
+            cmd = self.command()  # raises ZooKeeperNotInstalled before touching anything
             try:
                 if four_letter(_LOOPBACK, self._port, "ruok", timeout=1.0):
                     raise ZooKeeperStartError(
@@ -484,9 +476,7 @@ class ZooKeeperServer:
                 with _live_lock:
                     _live_processes.add(proc)
 
-    def start(
-        self, timeout: float = 30.0, *, wait: bool = True, detach: bool = False
-    ) -> None:
+    def start(self, timeout: float = 30.0, *, wait: bool = True, detach: bool = False) -> None:
         """Start the server and wait until it serves.
 
         Ready means: ``ruok`` answers ``imok`` and ``srvr`` reports a Mode (for an
@@ -704,9 +694,7 @@ class ZooKeeperEnsemble:
     def follower_indexes(self) -> list[int]:
         return [i for i, mode in enumerate(self.modes()) if mode == "follower"]
 
-    def _parallel(
-        self, fn: Callable[[ZooKeeperServer], object], indexes: Sequence[int]
-    ) -> None:
+    def _parallel(self, fn: Callable[[ZooKeeperServer], object], indexes: Sequence[int]) -> None:
         errors: list[BaseException] = []
 
         def run(i: int) -> None:
@@ -715,9 +703,7 @@ class ZooKeeperEnsemble:
             except BaseException as exc:
                 errors.append(exc)
 
-        threads = [
-            threading.Thread(target=run, args=(i,), daemon=True) for i in indexes
-        ]
+        threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in indexes]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -854,23 +840,14 @@ def _cli_start(args: argparse.Namespace) -> int:
     pid = _running_pid(directory)
     if pid is not None:
         running_port = _configured_port(directory / CONFIG_FILE_NAME)
-        if (
-            running_port is not None
-            and four_letter(_LOOPBACK, running_port, "ruok") == "imok"
-        ):
-            note = (
-                ""
-                if running_port == port
-                else f" (not on {port}: stop it first to change)"
-            )
+        if running_port is not None and four_letter(_LOOPBACK, running_port, "ruok") == "imok":
+            note = "" if running_port == port else f" (not on {port}: stop it first to change)"
             print(
                 f"ZooKeeper already running on {_LOOPBACK}:{running_port} "
                 f"(pid {pid}, dir {directory}){note}"
             )
             return 0 if running_port == port else 1
-        print(
-            f"ZooKeeper process {pid} for {directory} exists but does not answer; stop it first"
-        )
+        print(f"ZooKeeper process {pid} for {directory} exists but does not answer; stop it first")
         return 1
     server = ZooKeeperServer(
         directory,
@@ -940,9 +917,7 @@ def _cli_status(args: argparse.Namespace) -> int:
     if mode is None:
         print(f"ZooKeeper process {pid} exists but {_LOOPBACK}:{port} is not serving")
         return 1
-    print(
-        f"ZooKeeper running on {_LOOPBACK}:{port} (pid {pid}, mode {mode}, dir {directory})"
-    )
+    print(f"ZooKeeper running on {_LOOPBACK}:{port} (pid {pid}, mode {mode}, dir {directory})")
     return 0
 
 
@@ -955,9 +930,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     p_start = sub.add_parser("start", help="start a detached node (no-op if running)")
     p_start.add_argument("--dir", default=".zk", help="state directory (default: .zk)")
-    p_start.add_argument(
-        "--port", type=int, default=2181, help="client port (default: 2181)"
-    )
+    p_start.add_argument("--port", type=int, default=2181, help="client port (default: 2181)")
     p_start.add_argument("--tick-time", type=int, default=2000, help="tickTime in ms")
     p_start.add_argument("--timeout", type=float, default=30.0)
     p_start.set_defaults(func=_cli_start)
@@ -967,9 +940,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_stop.add_argument("--timeout", type=float, default=10.0)
     p_stop.set_defaults(func=_cli_stop)
 
-    p_status = sub.add_parser(
-        "status", help="exit 0 if the node is running and serving"
-    )
+    p_status = sub.add_parser("status", help="exit 0 if the node is running and serving")
     p_status.add_argument("--dir", default=".zk")
     p_status.set_defaults(func=_cli_status)
 

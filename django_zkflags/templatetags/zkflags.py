@@ -15,7 +15,9 @@ register = template.Library()
 class FlagNode(template.Node):
     child_nodelists = ("nodelist_on", "nodelist_off")
 
-    def __init__(self, name: FilterExpression, nodelist_on: NodeList, nodelist_off: NodeList) -> None:
+    def __init__(
+        self, name: FilterExpression, nodelist_on: NodeList, nodelist_off: NodeList
+    ) -> None:
         self.name = name
         self.nodelist_on = nodelist_on
         self.nodelist_off = nodelist_off

@@ -1,11 +1,11 @@
 """``manage.py zkflags``: look at and repair flags from the command line.
 
-    zkflags status                 the connection and the snapshot this process sees
-    zkflags list                   every flag with its rule, from ZooKeeper
-    zkflags set NAME --on|--off|--rules [--percent P]   change a flag (audited)
-    zkflags check                  report drift between ZooKeeper and the admin's rows
-    zkflags repair                 rebuild the snapshot from the flag znodes and make the
-                                   rows mirror ZooKeeper (audited as "repaired")
+zkflags status                 the connection and the snapshot this process sees
+zkflags list                   every flag with its rule, from ZooKeeper
+zkflags set NAME --on|--off|--rules [--percent P]   change a flag (audited)
+zkflags check                  report drift between ZooKeeper and the admin's rows
+zkflags repair                 rebuild the snapshot from the flag znodes and make the
+                               rows mirror ZooKeeper (audited as "repaired")
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ class Command(BaseCommand):
             except InvalidFlag as exc:
                 self.stdout.write(f"{name}\tINVALID\t{exc}")
 
-    def do_set(self, name: str, everyone: Any, percent: float | None, note: str | None, **options: Any) -> None:
+    def do_set(
+        self, name: str, everyone: Any, percent: float | None, note: str | None, **options: Any
+    ) -> None:
         validate_name(name)
         writer = runtime.writer()
         doc, version = writer.read_flag(name)
@@ -76,7 +78,9 @@ class Command(BaseCommand):
         flag = Flag.objects.filter(name=name).first() or Flag(name=name)
         services.mirror_document(flag, result.after or doc, result.version)
         services.record(result, "created" if version is None else "changed", None, "command")
-        self.stdout.write(f"{name}: {FlagRule.from_document(doc).summary()} (version {result.version})")
+        self.stdout.write(
+            f"{name}: {FlagRule.from_document(doc).summary()} (version {result.version})"
+        )
 
     def _drift(self) -> tuple[list[str], dict[str, Any], dict[str, Any], dict[str, str]]:
         writer = runtime.writer()
@@ -100,8 +104,12 @@ class Command(BaseCommand):
             elif node is None:
                 if name not in errors:
                     problems.append(f"{name}: admin row but not in ZooKeeper")
-            elif row.zk_version != node["version"] or row.document() != {k: v for k, v in node.items() if k != "version"}:
-                problems.append(f"{name}: admin row (v{row.zk_version}) differs from ZooKeeper (v{node['version']})")
+            elif row.zk_version != node["version"] or row.document() != {
+                k: v for k, v in node.items() if k != "version"
+            }:
+                problems.append(
+                    f"{name}: admin row (v{row.zk_version}) differs from ZooKeeper (v{node['version']})"
+                )
         return problems, nodes, rows, errors
 
     def do_check(self, **options: Any) -> None:
