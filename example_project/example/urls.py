@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("beta/", views.beta, name="beta"),
+    path("status/", views.status, name="status"),
+    path("admin/", admin.site.urls),
+]
