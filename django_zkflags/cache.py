@@ -40,26 +40,30 @@ class SnapshotStore:
         with self._lock:
             self._base = snapshot
             self.publications += 1
-            self._recompose()
+            changed = self._recompose()
+        self._notify(changed)
 
     def set_default_active(self, value: bool) -> None:
         with self._lock:
             self._default_active = bool(value)
-            self._recompose()
+            changed = self._recompose()
+        self._notify(changed)
 
     def push_override(self, name: str, active: bool) -> int:
         with self._lock:
             token = next(self._tokens)
             self._overrides[token] = (name, bool(active))
-            self._recompose()
-            return token
+            changed = self._recompose()
+        self._notify(changed)
+        return token
 
     def pop_override(self, token: int) -> None:
         with self._lock:
             self._overrides.pop(token, None)
-            self._recompose()
+            changed = self._recompose()
+        self._notify(changed)
 
-    def _recompose(self) -> None:
+    def _recompose(self) -> frozenset[str]:
         base = self._base
         flags: Mapping[str, FlagRule] = base.flags
         if self._overrides:
@@ -69,7 +73,10 @@ class SnapshotStore:
             flags = merged
         previous = self.current
         self.current = replace(base, flags=flags, default_active=self._default_active)
-        changed = _changed_names(previous.flags, self.current.flags)
+        return _changed_names(previous.flags, self.current.flags)
+
+    def _notify(self, changed: frozenset[str]) -> None:
+        # Outside the lock: receivers may be slow or read the store themselves.
         if changed:
             _send_changed(changed, self.current)
 

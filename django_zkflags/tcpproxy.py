@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 __all__ = ["TcpProxy"]
 
@@ -171,7 +171,7 @@ class TcpProxy:
 
     # -- lifecycle -----------------------------------------------------------
 
-    def start(self) -> Self:
+    def start(self) -> TcpProxy:
         """Bind and start forwarding; returns ``self``."""
         if self.is_running:
             return self
@@ -213,7 +213,7 @@ class TcpProxy:
             logger.warning("TcpProxy thread %s did not stop within %s s", thread.name, timeout)
         self._thread = None
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> TcpProxy:
         return self.start()
 
     def __exit__(

@@ -102,6 +102,18 @@ class Paths:
         return f"{self.root}/{FLAGS_DIR}/{validate_name(name)}"
 
 
+def _handler() -> Any:
+    """kazoo's gevent handler in a gevent-patched process, its threading one otherwise."""
+    import sys
+
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("socket"):
+        from kazoo.handlers.gevent import SequentialGeventHandler
+
+        return SequentialGeventHandler()
+    return None
+
+
 def make_client(
     url: ZooKeeperURL, *, session_timeout: float, reconnect_max_delay: float, **kwargs: Any
 ) -> KazooClient:
@@ -115,6 +127,7 @@ def make_client(
         ),
         command_retry=None,
         auth_data=auth,
+        handler=kwargs.pop("handler", None) or _handler(),
         **kwargs,
     )
 
@@ -389,7 +402,10 @@ class FlagWriter:
     def _call(self, async_result: Any, *, raw: bool = False) -> Any:
         """Wait for a kazoo call; unless ``raw``, turn connection errors into ZooKeeperUnavailable."""
         try:
-            return async_result.get(timeout=self.timeout)
+            try:
+                return async_result.get(timeout=self.timeout)
+            except self.client.handler.timeout_exception as exc:  # threading or gevent
+                raise ConnectionLoss(f"no answer within {self.timeout}s") from exc
         except NotReadOnlyCallError:
             raise ZooKeeperUnavailable(
                 "ZooKeeper is read-only (no quorum); nothing was saved."
@@ -400,8 +416,6 @@ class FlagWriter:
             ) from None
         except UNAVAILABLE_ERRORS as exc:
             if raw:
-                if isinstance(exc, KazooTimeoutError):
-                    raise ConnectionLoss(f"no answer within {self.timeout}s") from exc
                 raise
             raise ZooKeeperUnavailable(
                 f"ZooKeeper is unreachable ({self.url.hosts}): {exc!r}; nothing was saved."

@@ -38,7 +38,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
 
 __all__ = [
     "CLASSPATH_ENV_VAR",
@@ -221,6 +220,8 @@ def _parse_conf(conf_reply: str) -> dict[str, str]:
 
 _live_lock = threading.Lock()
 _live_processes: set[subprocess.Popen[bytes]] = set()
+# Temporary directories created here and not yet removed by cleanup().
+_owned_dirs: set[Path] = set()
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
@@ -245,6 +246,11 @@ def _kill_leftover_servers() -> None:
     for proc in procs:
         with contextlib.suppress(Exception):
             proc.wait(timeout=5)
+    with _live_lock:
+        dirs = list(_owned_dirs)
+        _owned_dirs.clear()
+    for directory in dirs:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 atexit.register(_kill_leftover_servers)
@@ -294,6 +300,8 @@ class ZooKeeperServer:
         self._owns_dir = data_dir is None
         if data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="zkflags-zk-"))
+            with _live_lock:
+                _owned_dirs.add(self.data_dir)
         else:
             self.data_dir = Path(data_dir).resolve()
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -334,7 +342,9 @@ class ZooKeeperServer:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        """The server's process id while it runs, else None."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
 
     @property
     def is_running(self) -> bool:
@@ -472,8 +482,10 @@ class ZooKeeperServer:
             self._proc = proc
             self._paused = False
             self._detached = detach
-            if not detach:
-                with _live_lock:
+            with _live_lock:
+                if detach:
+                    _owned_dirs.discard(self.data_dir)  # it must outlive us
+                else:
                     _live_processes.add(proc)
 
     def start(self, timeout: float = 30.0, *, wait: bool = True, detach: bool = False) -> None:
@@ -490,6 +502,8 @@ class ZooKeeperServer:
         """
         with self._lock:
             if self.is_running:
+                if self._paused:
+                    self.resume()
                 if wait:
                     self.wait_until_serving(timeout)
                 return
@@ -597,8 +611,10 @@ class ZooKeeperServer:
         self.stop()
         if self._owns_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+            with _live_lock:
+                _owned_dirs.discard(self.data_dir)
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> ZooKeeperServer:
         self.start()
         return self
 
@@ -637,6 +653,8 @@ class ZooKeeperEnsemble:
         self._owns_dir = base_dir is None
         if base_dir is None:
             self.base_dir = Path(tempfile.mkdtemp(prefix="zkflags-ensemble-"))
+            with _live_lock:
+                _owned_dirs.add(self.base_dir)
         else:
             self.base_dir = Path(base_dir).resolve()
             self.base_dir.mkdir(parents=True, exist_ok=True)
@@ -768,8 +786,10 @@ class ZooKeeperEnsemble:
         self.stop()
         if self._owns_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
+            with _live_lock:
+                _owned_dirs.discard(self.base_dir)
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> ZooKeeperEnsemble:
         self.start()
         return self
 
@@ -816,6 +836,18 @@ def _pid_is_our_server(pid: int, config_path: Path) -> bool:
     return MAIN_CLASS in args and str(config_path) in args
 
 
+def _find_server_pid(config_path: Path) -> int | None:
+    """The pid of a live ZooKeeper started with ``config_path`` (Linux /proc scan)."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if entry.isdigit() and _pid_is_our_server(int(entry), config_path):
+            return int(entry)
+    return None
+
+
 def _configured_port(config_path: Path) -> int | None:
     try:
         for line in config_path.read_text().splitlines():
@@ -828,10 +860,21 @@ def _configured_port(config_path: Path) -> int | None:
 
 
 def _running_pid(directory: Path) -> int | None:
+    """The pid of the server for ``directory``: from the pid file, else found in /proc."""
+    config_path = directory / CONFIG_FILE_NAME
     pid = _read_pid(directory / PID_FILE_NAME)
-    if pid is not None and _pid_is_our_server(pid, directory / CONFIG_FILE_NAME):
+    if pid is not None and _pid_is_our_server(pid, config_path):
         return pid
-    return None
+    if not config_path.exists():
+        return None
+    return _find_server_pid(config_path)
+
+
+def _four_letter_or_empty(port: int, cmd: str) -> str:
+    try:
+        return four_letter(_LOOPBACK, port, cmd, timeout=2.0)
+    except OSError:
+        return ""
 
 
 def _cli_start(args: argparse.Namespace) -> int:
@@ -840,14 +883,37 @@ def _cli_start(args: argparse.Namespace) -> int:
     pid = _running_pid(directory)
     if pid is not None:
         running_port = _configured_port(directory / CONFIG_FILE_NAME)
-        if running_port is not None and four_letter(_LOOPBACK, running_port, "ruok") == "imok":
+        if running_port is not None and _four_letter_or_empty(running_port, "ruok") == "imok":
             note = "" if running_port == port else f" (not on {port}: stop it first to change)"
             print(
                 f"ZooKeeper already running on {_LOOPBACK}:{running_port} "
                 f"(pid {pid}, dir {directory}){note}"
             )
-            return 0 if running_port == port else 1
+            if running_port == port:
+                (directory / PID_FILE_NAME).write_text(f"{pid}\n")
+                return 0
+            return 1
         print(f"ZooKeeper process {pid} for {directory} exists but does not answer; stop it first")
+        return 1
+    try:
+        answer = four_letter(_LOOPBACK, port, "conf", timeout=2.0)
+    except OSError:
+        answer = "?"
+    if answer:
+        # Something listens on the port although no server of ours is recorded.
+        served = _parse_conf(answer).get("dataDir", "")
+        if served and Path(served).parent == directory / DATA_SUBDIR:
+            # Ours, but the pid file is gone: find the process and record it again.
+            found = _find_server_pid(directory / CONFIG_FILE_NAME)
+            if found is not None:
+                (directory / PID_FILE_NAME).write_text(f"{found}\n")
+            print(
+                f"ZooKeeper already running on {_LOOPBACK}:{port} "
+                f"(pid {found or 'unknown'}, dir {directory})"
+            )
+            return 0
+        what = f"a ZooKeeper with dataDir {served}" if served else "another program"
+        print(f"error: {_LOOPBACK}:{port} is already used by {what}", file=sys.stderr)
         return 1
     server = ZooKeeperServer(
         directory,
@@ -910,10 +976,7 @@ def _cli_status(args: argparse.Namespace) -> int:
     if pid is None or port is None:
         print(f"ZooKeeper not running (dir {directory})")
         return 1
-    try:
-        mode = _parse_mode(four_letter(_LOOPBACK, port, "srvr"))
-    except OSError:
-        mode = None
+    mode = _parse_mode(_four_letter_or_empty(port, "srvr"))
     if mode is None:
         print(f"ZooKeeper process {pid} exists but {_LOOPBACK}:{port} is not serving")
         return 1
