@@ -249,9 +249,14 @@ class FlagWriter:
                 tx.create(self.paths.snapshot, payload, acl=self.acl)
             else:
                 tx.set_data(self.paths.snapshot, payload, version=snapshot_version)
+            pending = tx.commit_async()
             try:
-                results = self._call(tx.commit_async(), raw=True)
+                results = self._call(pending, raw=True)
             except UNAVAILABLE_ERRORS as exc:
+                if self._withdraw(pending):
+                    raise ZooKeeperUnavailable(
+                        f"ZooKeeper did not answer in time ({self.url.hosts}); nothing was saved."
+                    ) from exc
                 return self._resolve_unknown_outcome(name, doc, expected, current, exc)
             flag_result, snapshot_result = results
             if not isinstance(flag_result, Exception) and not isinstance(
@@ -305,6 +310,24 @@ class FlagWriter:
             entries = self.entries_from_flag_nodes()[0]
             _data, stat = self._call(self.client.get_async(self.paths.snapshot))
             return entries, stat.version
+
+    def _withdraw(self, pending: Any) -> bool:
+        """Take a request that was never sent out of kazoo's queue.
+
+        kazoo queues requests while SUSPENDED and sends them after reconnecting; a write we
+        reported as failed must not be applied later behind the editor's back.
+        """
+        queue = getattr(self.client, "_queue", None)
+        if queue is None:
+            return False
+        for item in list(queue):
+            if item[1] is pending:
+                try:
+                    queue.remove(item)
+                except ValueError:  # the connection thread took it meanwhile
+                    return False
+                return True
+        return False
 
     def _resolve_unknown_outcome(
         self, name: str, doc: Any, expected: int | None, before: Any, exc: BaseException
