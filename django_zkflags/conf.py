@@ -110,7 +110,7 @@ def parse_url(url: str) -> ZooKeeperURL:
         host, colon, port = hostport.rpartition(":")
         if not colon:
             host, port = hostport, "2181"
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
             raise ImproperlyConfiguredURL(f"ZKFLAGS_URL has a bad host:port {hostport!r}")
         hosts.append(f"{host}:{port}")
     root = "/" + path.strip("/") if slash else "/zkflags"

@@ -59,7 +59,8 @@ def validate_percent(value: object) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidFlag(f"Percent must be a number from 0 to 100, got {value!r}")
-    if not math.isfinite(value) or not 0 <= value <= 100:
+    # Range first: math.isfinite() raises OverflowError on an int too large for a float.
+    if not 0 <= value <= 100 or not math.isfinite(value):
         raise InvalidFlag(f"Percent must be from 0 to 100, got {value!r}")
     return float(value)
 
@@ -72,7 +73,9 @@ def _bool(doc: Mapping[str, Any], key: str) -> bool:
 
 
 def _ids(doc: Mapping[str, Any], key: str) -> frozenset[int]:
-    value = doc.get(key) or []
+    value = doc.get(key)
+    if value is None:
+        value = []
     if not isinstance(value, list) or not all(
         isinstance(i, int) and not isinstance(i, bool) for i in value
     ):
@@ -187,13 +190,15 @@ class FlagRule:
     ) -> bool:
         """Evaluate for a user (duck-typed Django user, or None) and an anonymous id.
 
-        ``group_ids(user)`` is only called when the flag has group rules.
+        ``group_ids(user)`` is only called for an authenticated user, when the flag has group
+        rules and no other rule matched.
         """
         everyone = self.everyone
         if everyone is not None:
             return everyone
         identity: object = anonymous_id
-        if user is not None and user.is_authenticated:
+        authenticated = user is not None and user.is_authenticated
+        if authenticated:
             if self.authenticated:
                 return True
             if self.superusers and user.is_superuser:
@@ -203,21 +208,20 @@ class FlagRule:
             identity = user.pk
             if identity in self.users:
                 return True
-            if (
-                self.groups
-                and group_ids is not None
-                and not self.groups.isdisjoint(group_ids(user))
-            ):
-                return True
+        # The percentage (a hash) before the groups (a query): cheap rules decide first.
         threshold = self.threshold
-        if not threshold:
-            return False
         if threshold >= BUCKETS:
             return True
-        if identity is None:
-            return False
-        key = (self._prefix + str(identity)).encode()
-        return int.from_bytes(blake2b(key, digest_size=8).digest(), "big") % BUCKETS < threshold
+        if threshold and identity is not None:
+            key = (self._prefix + str(identity)).encode()
+            if int.from_bytes(blake2b(key, digest_size=8).digest(), "big") % BUCKETS < threshold:
+                return True
+        return bool(
+            self.groups
+            and group_ids is not None
+            and authenticated
+            and not self.groups.isdisjoint(group_ids(user))
+        )
 
     def summary(self) -> str:
         """A short human description of the rule, for the admin and the CLI."""
