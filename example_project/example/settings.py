@@ -50,7 +50,9 @@ STATIC_URL = "static/"
 
 # zk://[user:password@]host:port[,host:port]/root -- `make demo` starts a local node on 2181.
 ZKFLAGS_URL = env.str("ZKFLAGS_URL", default="zk://127.0.0.1:2181/zkflags-example")
-ZKFLAGS = {"SNAPSHOT_FILE": str(BASE_DIR / ".zkflags.snapshot")}
+ZKFLAGS = {
+    "SNAPSHOT_FILE": env.str("ZKFLAGS_SNAPSHOT_FILE", default=str(BASE_DIR / ".zkflags.snapshot"))
+}
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,77 @@
+"""The example project end to end: migrate, demo set-up, serve, flip a flag, see it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from django_zkflags.zkserver import free_port
+
+from .conftest import wait_until
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "example_project"
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
+
+
+@pytest.mark.slow
+def test_example_project_serves_flag_flips(zk_server, tmp_path):
+    env = {
+        **os.environ,
+        "ZKFLAGS_URL": f"zk://{zk_server.hosts}/example-{uuid.uuid4().hex[:8]}",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "DJANGO_SETTINGS_MODULE": "example.settings",
+        "ZKFLAGS_SNAPSHOT_FILE": str(tmp_path / "flags.snapshot"),
+    }
+    manage = [sys.executable, "manage.py"]
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [*manage, *args], cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    run("migrate", "--noinput", "-v0")
+    assert "password: zkflags-demo" in run("demo_setup")
+    port = free_port()
+    server = subprocess.Popen(
+        [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"],
+        cwd=EXAMPLE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        home = f"http://127.0.0.1:{port}/"
+
+        def page() -> str:
+            try:
+                return _get(home)
+            except OSError:
+                return ""
+
+        assert 'id="banner"' in wait_until(page, timeout=30, interval=0.2)
+        run("zkflags", "set", "banner", "--off")
+        wait_until(lambda: 'id="no-banner"' in page(), timeout=15, interval=0.05)
+        run("zkflags", "set", "banner", "--on")
+        wait_until(lambda: 'id="banner"' in page(), timeout=15, interval=0.05)
+        # /beta/ is behind @flag_required(redirect_to="home"): an anonymous visitor is sent home.
+        with urllib.request.urlopen(f"{home}beta/", timeout=5) as response:
+            assert response.geturl() == home
+    finally:
+        server.terminate()
+        server.wait(10)
+    start = time.monotonic()
+    assert "Admin user" in run("demo_setup")  # idempotent on a second run
+    assert time.monotonic() - start < 60
