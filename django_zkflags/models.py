@@ -112,6 +112,8 @@ class Flag(models.Model):
         loaded = getattr(self, "_loaded_name", None)
         if loaded is not None and loaded != self.name:
             raise ValidationError({"name": _("A flag cannot be renamed; create a new one.")})
+        if self.name in (".", ".."):  # the regex allows them; ZooKeeper paths do not
+            raise ValidationError({"name": _("'.' and '..' cannot be flag names.")})
 
     def document(self, user_ids: Any = None, group_ids: Any = None) -> dict[str, Any]:
         """The flag as ZooKeeper stores it. M2M ids are read from the database if not given."""

@@ -71,7 +71,11 @@ class Command(BaseCommand):
         if everyone != "keep":
             doc["everyone"] = everyone
         if percent is not None:
-            doc["percent"] = validate_percent(percent)
+            percent = validate_percent(percent)
+            if percent is not None and round(percent, 1) != percent:
+                # The admin's row holds one decimal: it could not mirror this (endless drift).
+                raise CommandError(f"--percent takes at most one decimal, got {percent:g}")
+            doc["percent"] = percent
         if note is not None:
             doc["note"] = note
         result = writer.write(doc, version)
