@@ -408,3 +408,16 @@ def test_check_and_repair_fix_rows_changed_behind_the_orm(zkflags, people):
     ghost = audit("ghost")
     assert [(c.action, c.after) for c in ghost] == [("repaired", None)]
     assert "agree" in zkflags_command("check")
+
+
+def test_repair_settles_on_a_two_decimal_percent_written_by_hand(zkflags):
+    """The row keeps one decimal; ZooKeeper keeps what was written. check must settle."""
+    Flag.objects.create(name="precise", percent=10)
+    write_znode_by_hand(zkflags, "precise", doc_of("precise", percent=12.34))
+    with pytest.raises(CommandError):
+        call_command("zkflags", "check", stdout=StringIO())
+    assert "Repaired 1 row(s)." in zkflags_command("repair")
+    assert "agree" in zkflags_command("check")
+    assert "Repaired 0 row(s)." in zkflags_command("repair")
+    assert str(Flag.objects.get(name="precise").percent) == "12.3"
+    assert snapshot_entries(zkflags)["precise"]["percent"] == 12.34

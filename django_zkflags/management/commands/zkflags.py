@@ -108,9 +108,7 @@ class Command(BaseCommand):
             elif node is None:
                 if name not in errors:
                     problems.append(f"{name}: admin row but not in ZooKeeper")
-            elif row.zk_version != node["version"] or row.document() != {
-                k: v for k, v in node.items() if k != "version"
-            }:
+            elif not _row_mirrors(row, node):
                 problems.append(
                     f"{name}: admin row (v{row.zk_version}) differs from ZooKeeper (v{node['version']})"
                 )
@@ -139,7 +137,7 @@ class Command(BaseCommand):
             before = row.document() if row else None
             if node is None:
                 Flag.objects.filter(pk=row.pk).delete()  # bypasses ZooKeeper: it is not there
-            elif row is None or row.zk_version != node["version"] or row.document() != doc:
+            elif row is None or not _row_mirrors(row, node):
                 services.mirror_document(row or Flag(name=name), doc, node["version"])
             else:
                 continue
@@ -149,3 +147,12 @@ class Command(BaseCommand):
             repaired += 1
             self.stdout.write(f"{name}: row now mirrors ZooKeeper")
         self.stdout.write(f"Repaired {repaired} row(s).")
+
+
+def _row_mirrors(row: Flag, node: dict[str, Any]) -> bool:
+    """Does the admin row mirror this znode entry? The row keeps percentages to one
+    decimal, so a znode written by other means with more decimals still counts as mirrored."""
+    doc = {k: v for k, v in node.items() if k != "version"}
+    if doc.get("percent") is not None:
+        doc["percent"] = round(doc["percent"], 1)
+    return row.zk_version == node["version"] and row.document() == doc
