@@ -19,7 +19,7 @@ from kazoo.protocol.states import ZnodeStat
 
 from . import conf
 from .cache import store
-from .snapshot import EMPTY, Snapshot, compile_entries, decode_entries
+from .snapshot import EMPTY, Snapshot, compile_entries, decode_entries, encode_entries
 from .watcher import NodeWatch
 from .zk import FlagWriter, Paths, make_client
 
@@ -96,8 +96,20 @@ class FlagRuntime:
             log.warning("ZooKeeper client did not close within %.1fs; leaving it", timeout)
 
     def abandon(self) -> None:
-        """Forget this runtime in a forked child without touching the parent's session."""
+        """Forget this runtime in a forked child without touching the parent's session.
+
+        Threads do not survive fork(), but greenlets do: under gevent the parent's
+        connection loop is still scheduled in the child and would read (and ping on) the
+        socket it shares with the parent, stealing the parent's replies. Kill it before it
+        runs again; it only closes this process's copy of the socket, which leaves the
+        parent's connection open.
+        """
         atexit.unregister(self.client.handler.stop)
+        connection = getattr(self.client, "_connection", None)
+        routine = getattr(connection, "_connection_routine", None)
+        if routine is not None and hasattr(routine, "kill"):  # a gevent Greenlet
+            self.client._stopped.set()  # so that it does not reconnect with our session
+            routine.kill(block=False)
         self.watch = None
 
     # -- writes ----------------------------------------------------------------------------
@@ -131,7 +143,8 @@ class FlagRuntime:
         store.publish(Snapshot(flags, zxid=zxid, source="zookeeper", errors=errors))
         self.last_error = None
         self.loaded.set()
-        self._save_file(data or b"", zxid)
+        # No snapshot node yet is "no flags": store it in a form load_file() accepts.
+        self._save_file(data if data is not None else encode_entries({}), zxid)
 
     def _save_file(self, data: bytes, zxid: int) -> None:
         path = self.snapshot_file
@@ -275,10 +288,20 @@ def _after_fork_in_child() -> None:
     store.reset_lock()
     old, _runtime = _runtime, None
     if old is not None:
-        old.abandon()
-        if old.watch is not None:
+        was_watching = old.watch is not None
+        old.abandon()  # clears old.watch: decide before
+        if was_watching:
             # The parent's snapshot stays in use until the child's own watch reads.
-            start(wait=0)
+            monkey = sys.modules.get("gevent.monkey")
+            if monkey is not None and monkey.is_module_patched("socket"):
+                # gevent resets its hub and thread pool only after the at-fork hooks ran: a
+                # greenlet switched to from here hangs in the resolver. Start on the first
+                # switch instead (and after the parent's greenlets were killed).
+                import gevent
+
+                gevent.spawn(start, 0)
+            else:
+                start(wait=0)
 
 
 def _on_settings_changed(setting: str) -> None:

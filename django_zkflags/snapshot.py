@@ -36,7 +36,7 @@ def decode_document(data: bytes | None) -> Any:
         raise InvalidFlag("empty znode")
     try:
         return json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, too deep, int too long
         raise InvalidFlag(f"not valid JSON: {exc}") from None
 
 
@@ -48,13 +48,17 @@ def encode_entries(entries: Mapping[str, Mapping[str, Any]]) -> bytes:
 
 def decode_entries(data: bytes | None) -> dict[str, Any]:
     """Decode a snapshot znode to its raw entries. Raises CorruptSnapshot."""
-    if not data:
+    if data is None:
         return {}
+    if not data:
+        # The app never writes zero bytes (an empty view is still ZKF1 + zlib): this is
+        # a node created by hand, not "no flags".
+        raise CorruptSnapshot("snapshot znode is empty")
     try:
         if data.startswith(MAGIC):
             data = zlib.decompress(data[len(MAGIC) :])
         payload = json.loads(data.decode("utf-8"))
-    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (zlib.error, ValueError, RecursionError) as exc:
         raise CorruptSnapshot(f"snapshot is not readable: {exc}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("flags"), dict):
         raise CorruptSnapshot("snapshot has no 'flags' object")
