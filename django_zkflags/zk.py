@@ -389,6 +389,12 @@ class FlagWriter:
                 if name in old_entries:
                     entries[name] = old_entries[name]
             payload = encode_entries(entries)
+            if len(payload) > self.max_bytes:  # the server would drop the connection
+                raise FlagTooLarge(
+                    f"The rebuilt snapshot would be {len(payload)} bytes, over the "
+                    f"{self.max_bytes}-byte limit of one ZooKeeper write; nothing was written. "
+                    "Shrink or delete the largest flag znodes first."
+                )
             try:
                 if version is None:
                     self._call(self.client.create_async(self.paths.snapshot, payload, acl=self.acl))

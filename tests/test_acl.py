@@ -1,0 +1,200 @@
+"""ACLs: with digest credentials in ZKFLAGS_URL only that identity may write; all may read.
+
+ZooKeeper does not inherit ACLs, so every znode the app creates (each level of the root,
+``flags/``, every flag znode, the snapshot) must carry them itself.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoAuthError
+from kazoo.security import ACL, Id, Permissions, make_digest_acl_credential
+
+from django_zkflags import flag_is_active_for_user, runtime
+from django_zkflags.cache import store
+from django_zkflags.conf import parse_url
+from django_zkflags.snapshot import EMPTY, decode_entries, encode_entries
+from django_zkflags.zk import FlagWriter, PermissionDenied, make_client
+
+from .conftest import wait_until
+
+USER, PASSWORD = "alice", "secret"
+
+
+class AclSite:
+    def __init__(self, hosts: str, root: str) -> None:
+        self.hosts = hosts
+        self.root = root  # two levels, both created by the app
+        self.url = f"zk://{USER}:{PASSWORD}@{hosts}{root}"
+
+
+def _client(hosts: str, auth: tuple[str, str] | None = None) -> KazooClient:
+    client = KazooClient(
+        hosts=hosts, timeout=10.0, auth_data=[("digest", f"{auth[0]}:{auth[1]}")] if auth else None
+    )
+    client.start(timeout=10)
+    return client
+
+
+@pytest.fixture
+def site(zk_server: Any, settings: Any) -> Iterator[AclSite]:
+    root = f"/acl-{uuid.uuid4().hex[:10]}/app"
+    acl_site = AclSite(zk_server.hosts, root)
+    settings.ZKFLAGS_URL = acl_site.url
+    runtime.start(wait=10.0)
+    try:
+        yield acl_site
+    finally:
+        runtime.stop()
+        store.publish(EMPTY)
+
+
+@pytest.fixture
+def clients(site: AclSite) -> Iterator[dict[str, KazooClient]]:
+    made = {
+        "owner": _client(site.hosts, (USER, PASSWORD)),
+        "bob": _client(site.hosts, ("bob", "hunter2")),
+        "anonymous": _client(site.hosts),
+    }
+    try:
+        yield made
+    finally:
+        for client in made.values():
+            client.stop()
+            client.close()
+
+
+def _write(name: str, **rules: Any) -> int:
+    writer = runtime.writer()
+    doc, version = writer.read_flag(name)
+    base = doc if doc and "corrupt" not in doc else {"name": name, "everyone": None}
+    result = writer.write({**base, **rules}, version)
+    wait_until(lambda: _version(name) == result.version)
+    return result.version
+
+
+def _version(name: str) -> int | None:
+    rule = store.base.flags.get(name)
+    return rule.version if rule is not None else None
+
+
+EXPECTED_ACL = {
+    ("digest", make_digest_acl_credential(USER, PASSWORD), "ALL"),
+    ("world", "anyone", "READ"),
+}
+
+
+def _acl_set(acls: list[ACL]) -> set[tuple[str, str, str]]:
+    out = set()
+    for acl in acls:
+        if acl.perms == Permissions.ALL:
+            perms = "ALL"
+        elif acl.perms == Permissions.READ:
+            perms = "READ"
+        else:
+            perms = str(acl.perms)
+        out.add((acl.id.scheme, acl.id.id, perms))
+    return out
+
+
+def test_every_znode_the_app_creates_carries_the_acl(site, clients):
+    _write("alpha", everyone=True)
+    _write("beta", percent=25.0)
+    top = site.root.rsplit("/", 1)[0]
+    paths = [
+        top,
+        site.root,
+        f"{site.root}/flags",
+        f"{site.root}/flags/alpha",
+        f"{site.root}/flags/beta",
+        f"{site.root}/snapshot",
+    ]
+    for path in paths:
+        acls, _stat = clients["owner"].get_acls(path)
+        assert _acl_set(acls) == EXPECTED_ACL, (path, acls)
+        # others see the same ACL, with the digest hash masked by ZooKeeper
+        for who in ("bob", "anonymous"):
+            masked = {
+                (s, i.split(":")[0], p) for s, i, p in _acl_set(clients[who].get_acls(path)[0])
+            }
+            assert masked == {("digest", USER, "ALL"), ("world", "anyone", "READ")}, (path, who)
+    # nothing open to the world for writing anywhere under the root
+    assert all(
+        acl.id != Id("world", "anyone") or acl.perms == Permissions.READ
+        for path in paths
+        for acl in clients["owner"].get_acls(path)[0]
+    )
+
+
+def test_other_identities_read_but_cannot_write(site, clients):
+    version = _write("alpha", everyone=True)
+    flag = f"{site.root}/flags/alpha"
+    snapshot = f"{site.root}/snapshot"
+    owner_flag = clients["owner"].get(flag)
+    owner_snapshot = clients["owner"].get(snapshot)
+    forged = encode_entries({"alpha": {"name": "alpha", "everyone": False, "version": 99}})
+    for who in ("bob", "anonymous"):
+        client = clients[who]
+        # reading is open: the same bytes the owner sees
+        assert client.get(flag)[0] == owner_flag[0]
+        assert client.get(snapshot)[0] == owner_snapshot[0]
+        assert client.get_children(f"{site.root}/flags") == ["alpha"]
+        with pytest.raises(NoAuthError):
+            client.set(flag, b'{"name":"alpha","everyone":false}')
+        with pytest.raises(NoAuthError):
+            client.set(snapshot, forged)
+        with pytest.raises(NoAuthError):
+            client.delete(flag)
+        with pytest.raises(NoAuthError):
+            client.create(f"{site.root}/flags/intruder", b"{}")
+        with pytest.raises(NoAuthError):
+            client.delete(snapshot)
+        with pytest.raises(NoAuthError):  # nor loosen the ACL (needs ADMIN)
+            client.set_acls(flag, [ACL(Permissions.ALL, Id("world", "anyone"))])
+    # nothing changed in ZooKeeper, nor in this process
+    assert clients["owner"].get(flag)[1].version == version == 0
+    assert clients["owner"].get(snapshot)[0] == owner_snapshot[0]
+    assert decode_entries(owner_snapshot[0])["alpha"]["everyone"] is True
+    assert flag_is_active_for_user(None, "alpha") is True
+    # and the app itself keeps writing
+    assert _write("alpha", everyone=False) == 1
+    assert flag_is_active_for_user(None, "alpha") is False
+    assert _write("gamma", everyone=True) == 0
+    assert runtime.status()["last_error"] is None
+
+
+@pytest.mark.parametrize(
+    "url_auth", [f"{USER}:wrong-password@", "bob:hunter2@", ""], ids=["wrong", "other", "none"]
+)
+def test_writer_with_other_credentials_gets_permission_denied(site, clients, url_auth):
+    _write("alpha", everyone=True)
+    url = parse_url(f"zk://{url_auth}{site.hosts}{site.root}")
+    client = make_client(url, session_timeout=10.0, reconnect_max_delay=1.0)
+    client.start(timeout=10)
+    try:
+        writer = FlagWriter(client, url, timeout=3.0)
+        before = clients["owner"].get(f"{site.root}/snapshot")
+        doc, version = writer.read_flag("alpha")  # reading works
+        assert doc is not None and doc["everyone"] is True and version == 0
+        with pytest.raises(PermissionDenied):
+            writer.write({**doc, "everyone": False}, version)
+        with pytest.raises(PermissionDenied):
+            writer.write({"name": "newflag", "everyone": True}, None)
+        with pytest.raises(PermissionDenied):
+            writer.delete("alpha", version)
+        with pytest.raises(PermissionDenied):
+            writer.rebuild_snapshot()
+        after = clients["owner"].get(f"{site.root}/snapshot")
+        assert after[1].version == before[1].version and after[0] == before[0]
+        assert clients["owner"].get_children(f"{site.root}/flags") == ["alpha"]
+        assert client.connected  # a refusal is not a connection problem
+    finally:
+        client.stop()
+        client.close()
+    assert flag_is_active_for_user(None, "alpha") is True
+    assert _write("alpha", everyone=False) == 1

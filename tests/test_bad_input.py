@@ -1,0 +1,509 @@
+"""Bad input from outside the app: garbage in the znodes, odd documents, oversized data.
+
+Everything here crosses a real ZooKeeper: another kazoo client (an "intruder" with the
+same rights, as a person with zkCli would have) writes straight into the app's znodes,
+and this process's watcher must stay alive, keep serving the last good values of what it
+cannot read, and say so in ``status()`` and the log.
+
+The property tests run 25 examples each (every one crosses ZooKeeper); for a longer hunt:
+``ZKFLAGS_EXAMPLES=500 pytest tests/test_bad_input.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import random
+import re
+import time
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from kazoo.client import KazooClient, KazooState
+
+from django_zkflags import runtime
+from django_zkflags.cache import store
+from django_zkflags.rules import FlagRule, InvalidFlag
+from django_zkflags.snapshot import MAGIC, encode_document, encode_entries
+from django_zkflags.zk import FlagTooLarge
+
+from .conftest import wait_until
+
+EXAMPLES = settings(
+    max_examples=int(os.environ.get("ZKFLAGS_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    database=None,
+)
+
+LOGGER = "django_zkflags"
+
+
+@pytest.fixture
+def intruder(zkflags: Any) -> Iterator[KazooClient]:
+    """A second client that writes into the app's znodes behind its back."""
+    client = KazooClient(hosts=zkflags.server.hosts, timeout=10.0)
+    client.start(timeout=10)
+    try:
+        yield client
+    finally:
+        client.stop()
+        client.close()
+
+
+def _flags() -> dict[str, FlagRule]:
+    return dict(store.base.flags)
+
+
+def _alive() -> None:
+    status = runtime.status()
+    assert status["watching"] is True, status
+    assert status["connected"] is True, status
+
+
+# A JSON-compatible value, nested.
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=20)
+    | st.sampled_from(["everyone", "users", "percent", "name", "target", "version"]),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _spec_snapshot(data: bytes) -> dict[str, Any] | None:
+    """What the wire format (docs/design.md, snapshot.py) says is a snapshot, else None.
+
+    ``ZKF1`` + zlib(JSON), or plain JSON; an object with ``format`` 1 and a ``flags``
+    object. Anything else (including zero bytes) is not a snapshot.
+    """
+    body = data
+    if data.startswith(MAGIC):
+        try:
+            body = zlib.decompress(data[len(MAGIC) :])
+        except zlib.error:
+            return None
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(payload, dict) or payload.get("format") != 1:
+        return None
+    flags = payload.get("flags")
+    return flags if isinstance(flags, dict) else None
+
+
+def _set_and_wait(intruder: KazooClient, path: str, data: bytes) -> Any:
+    """Write ``data`` by hand and wait until this process's watcher has dealt with it."""
+    stat = intruder.set(path, data)
+    wait_until(
+        lambda: store.base.zxid == stat.mzxid or runtime.status()["last_error"] is not None,
+        timeout=10,
+    )
+    return stat
+
+
+@pytest.fixture
+def seeded(zkflags: Any, intruder: KazooClient) -> dict[str, Any]:
+    zkflags.write("keep-on", everyone=True)
+    zkflags.write("keep-rules", percent=30.0, users=[1, 2, 3], staff=True)
+    zkflags.write("target", everyone=False)
+    good = intruder.get(f"{zkflags.root}/snapshot")[0]
+    return {"good": good, "flags": _flags()}
+
+
+def _restore(zkflags: Any, intruder: KazooClient, good: bytes, expected: dict) -> None:
+    stat = intruder.set(f"{zkflags.root}/snapshot", good)
+    wait_until(lambda: store.base.zxid == stat.mzxid, timeout=10)
+    assert runtime.status()["last_error"] is None
+    assert _flags() == expected
+
+
+garbage = st.one_of(
+    st.binary(max_size=400),
+    st.binary(max_size=400).map(lambda b: MAGIC + b),
+    st.binary(max_size=400).map(lambda b: MAGIC + zlib.compress(b)),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    json_values.map(lambda v: MAGIC + zlib.compress(json.dumps(v).encode())),
+    st.integers(1, 50_000).map(lambda n: b"[" * n),
+    st.integers(4_400, 6_000).map(lambda n: b'{"format": 1, "flags": {}, "n": ' + b"7" * n + b"}"),
+)
+
+
+@given(data=garbage)
+@example(data=b"")
+@example(data=b"\x00")
+@example(data=b"[" * 100_000)
+@example(data=b'{"format": 2, "flags": {}}')
+@example(data=b'{"format": 1, "flags": []}')
+@example(data=MAGIC + zlib.compress(b'{"format": 1, "flags": {"x": ')[:-3])
+@EXAMPLES
+def test_garbage_in_the_snapshot_znode(zkflags, intruder, seeded, caplog, data):
+    caplog.clear()
+    before = _flags()
+    path = f"{zkflags.root}/snapshot"
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        stat = _set_and_wait(intruder, path, data)
+        entries = _spec_snapshot(data)
+        if entries is None:
+            # Not a snapshot: nothing changes, the watcher says why and carries on.
+            time.sleep(0.02)  # a late publication would show here
+            assert _flags() == before
+            assert store.base.zxid != stat.mzxid
+            assert runtime.status()["last_error"], runtime.status()
+            assert any(r.levelno >= logging.ERROR for r in caplog.records), caplog.records
+        else:
+            assert store.base.zxid == stat.mzxid
+            assert set(_flags()) <= set(entries) | set(before)
+    _alive()
+    _restore(zkflags, intruder, seeded["good"], seeded["flags"])
+
+
+@given(data=st.one_of(garbage, json_values.map(lambda v: json.dumps(v).encode())))
+@example(data=b"")
+@example(data=b"[" * 100_000)
+@example(data=b'{"name": "target", "n": ' + b"7" * 5000 + b"}")
+@example(data=b"{}")
+@EXAMPLES
+def test_garbage_in_a_flag_znode(zkflags, intruder, seeded, data):
+    """The watcher only reads the snapshot: a flag znode written by hand changes nothing
+    a process serves; ``zkflags check`` (entries_from_flag_nodes) reports it, and the
+    app can still write the other flags and overwrite this one."""
+    path = f"{zkflags.root}/flags/target"
+    before = _flags()
+    intruder.set(path, data)
+    entries, errors = runtime.writer().entries_from_flag_nodes()
+    try:
+        doc = json.loads(data.decode("utf-8"))
+        valid = isinstance(doc, dict) and doc.get("name", "target") == "target"
+        if valid:
+            FlagRule.from_document(doc, name="target")
+    except (ValueError, RecursionError):  # InvalidFlag is a ValueError
+        valid = False
+    if valid:
+        assert "target" in entries and "target" not in errors
+    else:
+        assert "target" in errors and "target" not in entries
+    for name in ("keep-on", "keep-rules"):
+        assert entries[name]["version"] == before[name].version
+    # The process still serves the last good rule, and writes of other flags go through.
+    version = zkflags.write("keep-on", note=f"touched {len(data)}")
+    assert _flags()["target"] == before["target"]
+    assert _flags()["keep-rules"] == before["keep-rules"]
+    _alive()
+    # An editor can overwrite the bad znode from the version it reads.
+    doc, flag_version = runtime.writer().read_flag("target")
+    assert flag_version is not None
+    if not valid:
+        assert doc is not None and "corrupt" in doc
+    result = runtime.writer().write({"name": "target", "everyone": False}, flag_version)
+    zkflags.wait_version("target", result.version)
+    assert _flags()["keep-on"].version == version
+
+
+rule_values = {
+    "everyone": st.one_of(st.none(), st.booleans(), json_values),
+    "percent": st.one_of(st.none(), st.floats(), st.integers(-10, 200), json_values),
+    "superusers": st.one_of(st.booleans(), json_values),
+    "staff": st.booleans(),
+    "authenticated": st.booleans(),
+    "users": st.one_of(st.lists(st.integers()), st.lists(json_values, max_size=3), json_values),
+    "groups": st.lists(st.integers(0, 10**20), max_size=5),
+    "note": st.one_of(st.text(max_size=30), json_values),
+    "name": st.one_of(st.just("target"), st.text(max_size=5), json_values),
+}
+documents = st.one_of(
+    st.fixed_dictionaries({}, optional=rule_values),
+    json_values,
+)
+
+
+@given(doc=documents, other_key=st.text(max_size=8))
+@EXAMPLES
+def test_odd_documents_in_a_good_snapshot(zkflags, intruder, seeded, caplog, doc, other_key):
+    """Valid entries are applied; an invalid one keeps that flag's last good rule and is
+    reported; neither affects the other flags."""
+    caplog.clear()
+    before = _flags()
+    counter = time.monotonic_ns() % 10**9 + 10
+    entries = {
+        "keep-on": {"name": "keep-on", "everyone": True, "version": counter},
+        "keep-rules": {**before["keep-rules"].to_document(), "version": counter},
+        "target": {**doc, "version": counter} if isinstance(doc, dict) else doc,
+        other_key: {"name": other_key, "everyone": True, "version": counter},
+    }
+    try:
+        expected_target: FlagRule | None = FlagRule.from_document(entries["target"], name="target")
+    except InvalidFlag:
+        expected_target = None
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        stat = intruder.set(f"{zkflags.root}/snapshot", encode_entries(entries))
+        wait_until(lambda: store.base.zxid == stat.mzxid, timeout=10)
+    flags = _flags()
+    status = runtime.status()
+    assert flags["keep-on"].version == counter and flags["keep-on"].everyone is True
+    assert flags["keep-rules"].users == before["keep-rules"].users == {1, 2, 3}
+    assert flags["keep-rules"].version == counter
+    if expected_target is not None:
+        assert flags["target"] == expected_target
+        assert "target" not in status["invalid_flags"]
+    else:
+        assert flags["target"] == before["target"]  # the last good rule
+        assert "target" in status["invalid_flags"]
+        assert any("'target'" in r.getMessage() for r in caplog.records), caplog.records
+    valid_key = re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", other_key) and other_key not in (".", "..")
+    if other_key in ("keep-on", "keep-rules", "target"):
+        pass
+    elif valid_key:
+        assert flags[other_key].everyone is True
+    else:
+        assert other_key not in flags
+        assert other_key[:200] in status["invalid_flags"]
+    _alive()
+    _restore(zkflags, intruder, seeded["good"], seeded["flags"])
+
+
+def _is_valid_name(name: object) -> bool:
+    return (
+        isinstance(name, str)
+        and re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", name) is not None
+        and name not in (".", "..")
+    )
+
+
+def _is_id_list(value: object) -> bool:
+    if value is None:
+        return True
+    return isinstance(value, list) and all(
+        isinstance(i, int) and not isinstance(i, bool) for i in value
+    )
+
+
+truthy_non_lists = st.one_of(
+    st.text(min_size=1, max_size=5),
+    st.integers().filter(bool),
+    st.dictionaries(st.text(max_size=3), st.integers(), min_size=1, max_size=2),
+    st.just(True),
+)
+id_lists = st.one_of(
+    st.none(),
+    st.lists(st.integers(-(10**20), 10**20), max_size=6),
+    st.lists(
+        st.one_of(st.integers(), st.booleans(), st.floats(), st.text(max_size=3), st.none()),
+        min_size=1,
+        max_size=4,
+    ),
+    truthy_non_lists,
+)
+names = st.one_of(
+    st.from_regex(r"[A-Za-z0-9_.-]{1,12}", fullmatch=True),
+    st.text(max_size=12),
+    st.text(alphabet="ab.-/", min_size=1, max_size=4),
+    st.integers(),
+    st.none(),
+    st.just("x" * 101),
+)
+
+
+@given(name=names, users=id_lists, groups=id_lists)
+@example(name="..", users=[1], groups=None)
+@example(name="a/b", users=[1], groups=None)
+@example(name="ok", users=[True], groups=None)
+@example(name="ok", users=[1.0], groups=None)
+@example(name="ok", users="12", groups=None)
+@example(name="ok", users=None, groups={"1": 1})
+@EXAMPLES
+def test_writer_refuses_invalid_names_and_ids_before_zookeeper(
+    zkflags, intruder, seeded, name, users, groups
+):
+    snapshot_path = f"{zkflags.root}/snapshot"
+    flags_path = f"{zkflags.root}/flags"
+    before_snapshot = intruder.exists(snapshot_path)
+    before_children = sorted(intruder.get_children(flags_path))
+    existing = intruder.exists(f"{flags_path}/{name}") if _is_valid_name(name) else None
+    doc = {"name": name, "everyone": None, "users": users, "groups": groups}
+    valid = _is_valid_name(name) and _is_id_list(users) and _is_id_list(groups)
+    writer = runtime.writer()
+    if not valid:
+        with pytest.raises(InvalidFlag):
+            writer.write(doc, existing.version if existing else None)
+        assert intruder.exists(snapshot_path).mzxid == before_snapshot.mzxid
+        assert sorted(intruder.get_children(flags_path)) == before_children
+        if existing is not None:
+            assert intruder.exists(f"{flags_path}/{name}").mzxid == existing.mzxid
+        return
+    result = writer.write(doc, existing.version if existing else None)
+    stored = json.loads(intruder.get(f"{flags_path}/{name}")[0])
+    assert stored["users"] == sorted(set(users or []))
+    assert stored["groups"] == sorted(set(groups or []))
+    zkflags.wait_version(name, result.version)
+    assert store.base.flags[name].users == frozenset(users or [])
+
+
+# -- oversized data ---------------------------------------------------------------------------
+
+
+def _states(client: KazooClient) -> list[str]:
+    seen: list[str] = []
+    client.add_listener(seen.append)
+    return seen
+
+
+def test_a_write_over_the_size_limit_is_refused_in_the_client(zkflags, intruder):
+    zkflags.write("small", everyone=True)
+    writer = runtime.writer()
+    client = runtime.get_runtime().client
+    states = _states(client)
+    snapshot_before = intruder.exists(f"{zkflags.root}/snapshot")
+    users = list(range(10**6, 10**6 + 150_000))  # about 1.2 MB of JSON
+    assert len(encode_document({"users": users})) > writer.max_bytes == 1_000_000
+    started = time.monotonic()
+    with pytest.raises(FlagTooLarge, match="over the 1000000-byte limit"):
+        writer.write({"name": "huge", "everyone": None, "users": users}, None)
+    elapsed = time.monotonic() - started
+    assert intruder.exists(f"{zkflags.root}/flags/huge") is None
+    assert intruder.exists(f"{zkflags.root}/snapshot").mzxid == snapshot_before.mzxid
+    # The same for an update of an existing flag.
+    with pytest.raises(FlagTooLarge):
+        writer.write({"name": "small", "everyone": None, "users": users}, 0)
+    assert json.loads(intruder.get(f"{zkflags.root}/flags/small")[0])["users"] == []
+    time.sleep(0.3)  # a dropped connection would show as SUSPENDED here
+    assert states == [] and client.state == KazooState.CONNECTED
+    # A large write under the limit goes through (zlib keeps the snapshot small).
+    half = list(range(10**6, 10**6 + 90_000))
+    result = writer.write({"name": "big", "everyone": None, "users": half}, None)
+    zkflags.wait_version("big", result.version)
+    assert len(store.base.flags["big"].users) == 90_000
+    assert states == []
+    print(f"\noversize write refused in {elapsed * 1000:.0f} ms; connection stayed up")
+
+
+def _big_plain_snapshot(target_bytes: int) -> tuple[bytes, int]:
+    note = "n" * 150
+    entries: dict[str, Any] = {}
+    data = b""
+    count = 0
+    while True:
+        batch = {
+            f"f{count + i:05d}": {"name": f"f{count + i:05d}", "everyone": True, "note": note}
+            for i in range(500)
+        }
+        trial = dict(entries, **batch)
+        candidate = json.dumps({"format": 1, "flags": trial}).encode()
+        if len(candidate) > target_bytes:
+            break
+        entries, data, count = trial, candidate, count + 500
+    return data, len(entries)
+
+
+def test_a_one_megabyte_snapshot_written_by_hand(zkflags, intruder, caplog):
+    zkflags.write("keep-on", everyone=True)
+    path = f"{zkflags.root}/snapshot"
+    data, count = _big_plain_snapshot(1_000_000)  # plain JSON, just under jute.maxbuffer
+    assert 900_000 < len(data) < 1_000_000
+    started = time.monotonic()
+    stat = intruder.set(path, data)
+    wait_until(lambda: store.base.zxid == stat.mzxid, timeout=20)
+    applied = time.monotonic() - started
+    assert len(store.base.flags) == count
+    _alive()
+    # The app's next write re-reads it and writes it back compressed.
+    result = runtime.writer().write({"name": "after", "everyone": True}, None)
+    zkflags.wait_version("after", result.version)
+    compressed = intruder.exists(path).dataLength
+    assert compressed < len(data) // 10
+    assert len(store.base.flags) == count + 1
+    # Garbage of the same size (a deep JSON nesting, then random-looking bytes) is refused.
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        for junk in (b"[" * 1_000_000, bytes(range(256)) * 3_900):
+            caplog.clear()
+            before = _flags()
+            stat = _set_and_wait(intruder, path, junk)
+            assert store.base.zxid != stat.mzxid
+            assert _flags() == before
+            assert runtime.status()["last_error"]
+            assert caplog.records
+            _alive()
+            # the app repairs it: a write rebuilds the snapshot from the flag znodes
+            result = runtime.writer().write({"name": "after", "everyone": False}, result.version)
+            zkflags.wait_version("after", result.version)
+            assert runtime.status()["last_error"] is None
+    print(f"\n{len(data)}-byte hand-written snapshot ({count} flags) applied in {applied:.2f} s")
+
+
+@pytest.mark.django_db
+def test_two_thousand_flag_znodes(zkflags, intruder):
+    zkflags.write("first", everyone=True)
+    flags_path = f"{zkflags.root}/flags"
+    count = 2_000
+    started = time.monotonic()
+    pending = [
+        intruder.create_async(
+            f"{flags_path}/n{i:04d}", encode_document({"name": f"n{i:04d}", "everyone": i % 2 == 0})
+        )
+        for i in range(count)
+    ]
+    for result in pending:
+        result.get(timeout=30)
+    created = time.monotonic() - started
+    intruder.set(f"{flags_path}/n0007", b"\xff garbage")
+    writer = runtime.writer()
+    started = time.monotonic()
+    entries, errors = writer.entries_from_flag_nodes()
+    scanned = time.monotonic() - started
+    assert len(entries) == count  # 1,999 hand-made + "first"
+    assert set(errors) == {"n0007"}
+    # `zkflags check` completes and reports every flag it cannot match.
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=r"problem\(s\)"):
+        call_command("zkflags", "check", stdout=out)
+    report = out.getvalue()
+    assert "n0007: flag znode is invalid" in report
+    assert "n1999: in ZooKeeper but has no admin row" in report
+    # `repair` rebuilds the snapshot from the tree; the watcher applies it.
+    started = time.monotonic()
+    assert writer.rebuild_snapshot() == {"n0007": errors["n0007"]}
+    wait_until(lambda: len(store.base.flags) == count, timeout=20)
+    rebuilt = time.monotonic() - started
+    assert store.base.flags["n0002"].everyone is True
+    assert store.base.flags["n0003"].everyone is False
+    _alive()
+    print(
+        f"\n{count} flag znodes: created in {created:.2f} s, scanned in {scanned:.2f} s, "
+        f"snapshot rebuilt and applied in {rebuilt:.2f} s "
+        f"({intruder.exists(zkflags.root + '/snapshot').dataLength} bytes)"
+    )
+
+
+def test_rebuilding_an_oversized_snapshot_is_refused_in_the_client(zkflags, intruder):
+    """Flag znodes written by hand can add up to more than one write can carry: `repair`
+    must refuse that cleanly, not send it (ZooKeeper would drop the connection)."""
+    zkflags.write("small", everyone=True)
+    rng = random.Random(4)
+    for i in range(4):  # each znode under the limit, together far over it once compressed
+        users = [rng.randrange(10**8, 10**9) for _ in range(80_000)]
+        data = encode_document({"name": f"big{i}", "everyone": None, "users": users})
+        assert len(data) < 1_000_000
+        intruder.create(f"{zkflags.root}/flags/big{i}", data)
+    client = runtime.get_runtime().client
+    states = _states(client)
+    before = intruder.exists(f"{zkflags.root}/snapshot")
+    with pytest.raises(FlagTooLarge):
+        runtime.writer().rebuild_snapshot()
+    time.sleep(0.3)
+    assert states == [] and client.connected
+    assert intruder.exists(f"{zkflags.root}/snapshot").mzxid == before.mzxid
+    assert store.base.flags["small"].everyone is True
+    _alive()
