@@ -49,6 +49,30 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         time.sleep(interval)
 
 
+def flag_doc(name: str, **fields: Any) -> dict[str, Any]:
+    """A complete flag document as ZooKeeper stores it (defaults, then ``fields``)."""
+    doc = {
+        "name": name,
+        "everyone": None,
+        "percent": None,
+        "superusers": False,
+        "staff": False,
+        "authenticated": False,
+        "users": [],
+        "groups": [],
+        "note": "",
+    }
+    doc.update(fields)
+    return doc
+
+
+def audit(name: str) -> list[Any]:
+    """The audit rows of one flag, oldest first."""
+    from django_zkflags.models import FlagChange
+
+    return list(FlagChange.objects.filter(flag_name=name).order_by("pk"))
+
+
 class ZkFlags:
     """What a test needs to drive flags through a real ZooKeeper."""
 

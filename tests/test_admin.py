@@ -19,7 +19,8 @@ from django.test import Client
 from django_zkflags.cache import store
 from django_zkflags.models import Flag, FlagChange
 
-from .conftest import wait_until
+from .conftest import audit, wait_until
+from .conftest import flag_doc as expected_doc
 
 pytestmark = pytest.mark.django_db
 
@@ -81,26 +82,6 @@ def data_from_page(response: Any, **changes: Any) -> dict[str, Any]:
 
 def messages_of(response: Any) -> list[str]:
     return [str(m) for m in get_messages(response.wsgi_request)]
-
-
-def audit(name: str) -> list[FlagChange]:
-    return list(FlagChange.objects.filter(flag_name=name).order_by("pk"))
-
-
-def expected_doc(name: str, **fields: Any) -> dict[str, Any]:
-    doc = {
-        "name": name,
-        "everyone": None,
-        "percent": None,
-        "superusers": False,
-        "staff": False,
-        "authenticated": False,
-        "users": [],
-        "groups": [],
-        "note": "",
-    }
-    doc.update(fields)
-    return doc
 
 
 # -- fixtures ------------------------------------------------------------------------------

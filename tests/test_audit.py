@@ -21,29 +21,10 @@ from django_zkflags.models import Flag, FlagChange
 from django_zkflags.snapshot import decode_entries, encode_document
 from django_zkflags.zk import FlagConflict, ZooKeeperUnavailable
 
-from .conftest import wait_until
+from .conftest import audit, wait_until
+from .conftest import flag_doc as doc_of
 
 pytestmark = pytest.mark.django_db
-
-
-def audit(name: str) -> list[FlagChange]:
-    return list(FlagChange.objects.filter(flag_name=name).order_by("pk"))
-
-
-def doc_of(name: str, **fields: Any) -> dict[str, Any]:
-    doc = {
-        "name": name,
-        "everyone": None,
-        "percent": None,
-        "superusers": False,
-        "staff": False,
-        "authenticated": False,
-        "users": [],
-        "groups": [],
-        "note": "",
-    }
-    doc.update(fields)
-    return doc
 
 
 def zk(zkflags: Any, name: str) -> tuple[dict[str, Any] | None, int | None]:
