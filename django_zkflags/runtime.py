@@ -21,7 +21,7 @@ from . import conf
 from .cache import store
 from .snapshot import EMPTY, Snapshot, compile_entries, decode_entries, encode_entries
 from .watcher import NodeWatch
-from .zk import FlagWriter, Paths, make_client
+from .zk import FlagWriter, Paths, gevent_patched, make_client
 
 log = logging.getLogger("django_zkflags")
 
@@ -292,8 +292,7 @@ def _after_fork_in_child() -> None:
         old.abandon()  # clears old.watch: decide before
         if was_watching:
             # The parent's snapshot stays in use until the child's own watch reads.
-            monkey = sys.modules.get("gevent.monkey")
-            if monkey is not None and monkey.is_module_patched("socket"):
+            if gevent_patched():
                 # gevent resets its hub and thread pool only after the at-fork hooks ran: a
                 # greenlet switched to from here hangs in the resolver. Start on the first
                 # switch instead (and after the parent's greenlets were killed).

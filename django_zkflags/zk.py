@@ -102,12 +102,17 @@ class Paths:
         return f"{self.root}/{FLAGS_DIR}/{validate_name(name)}"
 
 
-def _handler() -> Any:
-    """kazoo's gevent handler in a gevent-patched process, its threading one otherwise."""
+def gevent_patched() -> bool:
+    """Is this a gevent-patched process (kazoo needs its gevent handler there)?"""
     import sys
 
     monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("socket"):
+    return monkey is not None and monkey.is_module_patched("socket")
+
+
+def _handler() -> Any:
+    """kazoo's gevent handler in a gevent-patched process, its threading one otherwise."""
+    if gevent_patched():
         from kazoo.handlers.gevent import SequentialGeventHandler
 
         return SequentialGeventHandler()
