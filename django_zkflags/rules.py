@@ -25,6 +25,7 @@ from typing import Any
 
 NAME_MAX_LENGTH = 100
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+NO_IDS: frozenset[int] = frozenset()
 BUCKETS = 10_000  # percentages have two decimals of resolution; the admin allows one
 
 RULE_FIELDS = (
@@ -130,8 +131,9 @@ class FlagRule:
         self.superusers = superusers
         self.staff = staff
         self.authenticated = authenticated
-        self.users = frozenset(users)
-        self.groups = frozenset(groups)
+        # Most flags list nobody: share one empty set (4 MB saved at 10,000 flags).
+        self.users = frozenset(users) or NO_IDS
+        self.groups = frozenset(groups) or NO_IDS
         self.note = note
         self.version = version
         self._prefix = name + "\x00"

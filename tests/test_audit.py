@@ -402,3 +402,42 @@ def test_repair_settles_on_a_two_decimal_percent_written_by_hand(zkflags):
     assert "Repaired 0 row(s)." in zkflags_command("repair")
     assert str(Flag.objects.get(name="precise").percent) == "12.3"
     assert snapshot_entries(zkflags)["precise"]["percent"] == 12.34
+
+
+@pytest.mark.django_db(transaction=True)
+def test_save_failing_after_zookeeper_is_reported_and_repaired(zkflags, monkeypatch):
+    """The database fails after ZooKeeper accepted the write (the one window the design
+    cannot close): ZooKeeper keeps the change, the row and audit log roll back, and the
+    disagreement is reported by check and closed by repair, not left silent."""
+    from django.db import DatabaseError
+
+    from django_zkflags import services
+
+    flag = Flag.objects.create(name="half-way", percent=10)
+    real_record = services.record
+
+    def failing_record(*args: Any, **kwargs: Any) -> Any:
+        raise DatabaseError("disk full")
+
+    monkeypatch.setattr(services, "record", failing_record)
+    flag.percent = 50
+    with pytest.raises(DatabaseError):
+        flag.save()
+    monkeypatch.setattr(services, "record", real_record)
+
+    assert zk(zkflags, "half-way") == (doc_of("half-way", percent=50.0), 1)  # ZooKeeper has it
+    assert row_state("half-way") == (doc_of("half-way", percent=10.0), 0)  # the row rolled back
+    assert [c.action for c in audit("half-way")] == ["created"]
+    out = StringIO()
+    with pytest.raises(CommandError):
+        call_command("zkflags", "check", stdout=out)
+    assert "half-way: admin row (v0) differs from ZooKeeper (v1)" in out.getvalue()
+    assert "Repaired 1 row(s)." in zkflags_command("repair")
+    assert row_state("half-way") == (doc_of("half-way", percent=50.0), 1)
+    repaired = audit("half-way")[-1]
+    assert (repaired.action, repaired.before["percent"], repaired.after["percent"]) == (
+        "repaired",
+        10.0,
+        50.0,
+    )
+    assert "agree" in zkflags_command("check")
