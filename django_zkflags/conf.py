@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,12 @@ DEFAULTS: dict[str, Any] = {
     "SESSION_TIMEOUT": 10.0,
     # Ceiling of the reconnect back-off, seconds. kazoo's own default grows to an hour.
     "RECONNECT_MAX_DELAY": 1.0,
+    # The environment this process resolves flags for (per-environment overrides, inherited
+    # from parents). None: the environment variable ZKFLAGS_ENVIRONMENT, else no environment.
+    # A host pegged to an environment in ZooKeeper (manage.py zkflags host) wins.
+    "ENVIRONMENT": None,
+    # This host's name for pegging; None: socket.gethostname().
+    "HOSTNAME": None,
     # Answer for a flag that does not exist.
     "UNKNOWN_FLAG_ACTIVE": False,
     # Last-known snapshot kept on disk; "" or None disables it. Default: one file per URL
@@ -143,6 +150,18 @@ def get_config() -> dict[str, Any]:
 
 def get(key: str) -> Any:
     return get_config()[key]
+
+
+def environment() -> str | None:
+    """The configured environment: ZKFLAGS["ENVIRONMENT"], else $ZKFLAGS_ENVIRONMENT."""
+    configured = get("ENVIRONMENT")
+    if configured is None:
+        configured = environ.Env().str("ZKFLAGS_ENVIRONMENT", default="") or None
+    return configured
+
+
+def hostname() -> str:
+    return get("HOSTNAME") or socket.gethostname()
 
 
 def snapshot_file_path() -> str | None:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from hashlib import blake2b
+from types import MappingProxyType
 from typing import Any
 
 NAME_MAX_LENGTH = 100
@@ -40,8 +41,110 @@ RULE_FIELDS = (
 )
 
 
+#: Fields an environment may override (everything but the name and the note).
+OVERRIDABLE_FIELDS = frozenset(
+    ("everyone", "percent", "superusers", "staff", "authenticated", "users", "groups", "value")
+)
+
+
 class InvalidFlag(ValueError):
     """A flag name or document that cannot be accepted."""
+
+
+def freeze_value(value: Any) -> Any:
+    """A read-only copy of a JSON value (a cached value is shared by every request)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({str(k): freeze_value(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze_value(v) for v in value)
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidFlag(f"'value' must be JSON: {value!r} is not a JSON number")
+        return value
+    raise InvalidFlag(
+        f"'value' must be JSON (null, bool, number, string, list, object), got {type(value).__name__}"
+    )
+
+
+def thaw_value(value: Any) -> Any:
+    """The plain JSON form of a frozen value."""
+    if isinstance(value, Mapping):
+        return {k: thaw_value(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw_value(v) for v in value]
+    return value
+
+
+def validate_environments(environments: object, name: str) -> Mapping[str, Mapping[str, Any]]:
+    """Validate per-environment overrides: ``{env: {field: value}}``."""
+    if environments is None:
+        return MappingProxyType({})
+    if not isinstance(environments, Mapping):
+        raise InvalidFlag(
+            f"'environments' must be an object of environment overrides, got {environments!r}"
+        )
+    checked: dict[str, Mapping[str, Any]] = {}
+    for env, override in environments.items():
+        try:
+            validate_name(env)
+        except InvalidFlag:
+            raise InvalidFlag(f"Invalid environment name {env!r} in 'environments'") from None
+        if not isinstance(override, Mapping):
+            raise InvalidFlag(f"Overrides for environment {env!r} must be an object")
+        unknown = set(override) - OVERRIDABLE_FIELDS
+        if unknown:
+            raise InvalidFlag(
+                f"Environment {env!r} overrides unknown field(s) {sorted(unknown)}; "
+                f"allowed: {sorted(OVERRIDABLE_FIELDS)}"
+            )
+        # The overrides must make a valid flag on their own terms.
+        try:
+            FlagRule.from_document({"name": name, **override})
+        except InvalidFlag as exc:
+            raise InvalidFlag(f"Environment {env!r}: {exc}") from None
+        checked[env] = freeze_value(dict(override))
+    return MappingProxyType(checked)
+
+
+def validate_environments_document(doc: object) -> dict[str, Any]:
+    """Validate ``{"parents": {env: parent or None}, "hosts": {hostname: env}}``:
+    names valid, parents defined, no cycles, hosts pegged to defined environments."""
+    if not isinstance(doc, Mapping):
+        raise InvalidFlag("The environments document must be a JSON object")
+    unknown = set(doc) - {"parents", "hosts"}
+    if unknown:
+        raise InvalidFlag(f"The environments document has unknown key(s) {sorted(unknown)}")
+    parents = doc.get("parents") or {}
+    hosts = doc.get("hosts") or {}
+    if not isinstance(parents, Mapping) or not isinstance(hosts, Mapping):
+        raise InvalidFlag("'parents' and 'hosts' must be JSON objects")
+    for env, parent in parents.items():
+        validate_name(env)
+        if parent is not None and parent not in parents:
+            raise InvalidFlag(f"Environment {env!r} has an undefined parent {parent!r}")
+    for env in parents:
+        chain = environment_chain(env, parents)
+        if chain[0] != env and parents.get(chain[0]) is not None:
+            raise InvalidFlag(f"Environment {env!r} is in a cycle of parents")
+    for host, env in hosts.items():
+        if not isinstance(host, str) or not host or len(host) > 255 or "/" in host:
+            raise InvalidFlag(f"Invalid host name {host!r}")
+        if env not in parents:
+            raise InvalidFlag(f"Host {host!r} is pegged to an undefined environment {env!r}")
+    return {"parents": dict(parents), "hosts": dict(hosts)}
+
+
+def environment_chain(env: str | None, parents: Mapping[str, str | None]) -> tuple[str, ...]:
+    """``env`` and its ancestors, root first. A cycle or a missing parent ends the chain."""
+    chain: list[str] = []
+    seen: set[str] = set()
+    while env and env not in seen:
+        seen.add(env)
+        chain.append(env)
+        env = parents.get(env)
+    return tuple(reversed(chain))
 
 
 def validate_name(name: object) -> str:
@@ -105,6 +208,8 @@ class FlagRule:
         "groups",
         "note",
         "version",
+        "value",
+        "environments",
         "_prefix",
     )
 
@@ -121,6 +226,8 @@ class FlagRule:
         groups: Iterable[int] = (),
         note: str = "",
         version: int | None = None,
+        value: Any = None,
+        environments: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.name = validate_name(name)
         if everyone is not None and not isinstance(everyone, bool):
@@ -136,6 +243,11 @@ class FlagRule:
         self.groups = frozenset(groups) or NO_IDS
         self.note = note
         self.version = version
+        try:
+            self.value = freeze_value(value)
+            self.environments = validate_environments(environments, name)
+        except RecursionError:
+            raise InvalidFlag("'value' or 'environments' is nested too deeply") from None
         self._prefix = name + "\x00"
 
     @classmethod
@@ -163,11 +275,17 @@ class FlagRule:
             groups=_ids(doc, "groups"),
             note=note,
             version=version,
+            value=doc.get("value"),
+            environments=doc.get("environments"),
         )
 
     def to_document(self) -> dict[str, Any]:
-        """The JSON-ready document (without the ZooKeeper version)."""
-        return {
+        """The JSON-ready document (without the ZooKeeper version).
+
+        ``value`` and ``environments`` are left out when unset: absent means default, which
+        keeps documents small and readable by older versions.
+        """
+        doc: dict[str, Any] = {
             "name": self.name,
             "everyone": self.everyone,
             "percent": self.percent,
@@ -178,6 +296,31 @@ class FlagRule:
             "groups": sorted(self.groups),
             "note": self.note,
         }
+        if self.value is not None:
+            doc["value"] = thaw_value(self.value)
+        if self.environments:
+            doc["environments"] = thaw_value(self.environments)
+        return doc
+
+    def for_environment(self, chain: Sequence[str]) -> FlagRule:
+        """This flag as seen in the last environment of ``chain`` (root first): the
+        overrides of each environment along the chain applied in order."""
+        if not self.environments or not chain:
+            return self
+        doc = self.to_document()
+        doc.pop("environments")
+        applied = False
+        for env in chain:
+            override = self.environments.get(env)
+            if override:
+                doc.update(thaw_value(override))
+                applied = True
+        if not applied:
+            return self
+        rule = FlagRule.from_document(doc)
+        rule.version = self.version
+        rule.environments = self.environments
+        return rule
 
     def with_everyone(self, everyone: bool | None) -> FlagRule:
         doc = self.to_document()

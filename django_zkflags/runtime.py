@@ -19,7 +19,14 @@ from kazoo.protocol.states import ZnodeStat
 
 from . import conf
 from .cache import store
-from .snapshot import EMPTY, Snapshot, compile_entries, decode_entries, encode_entries
+from .snapshot import (
+    EMPTY,
+    Snapshot,
+    compile_entries,
+    decode_payload,
+    encode_entries,
+    resolve_environment,
+)
 from .watcher import NodeWatch
 from .zk import FlagWriter, Paths, gevent_patched, make_client
 
@@ -127,20 +134,36 @@ class FlagRuntime:
 
     # -- snapshot handling (watch thread) --------------------------------------------------
 
-    def _on_snapshot(self, data: bytes | None, stat: ZnodeStat | None) -> None:
-        try:
-            entries = decode_entries(data)
-        except ValueError as exc:
-            self.last_error = str(exc)
-            log.error("Ignoring an unreadable snapshot at %s: %s", self.paths.snapshot, exc)
-            return
-        flags, errors = compile_entries(entries, previous=store.base.flags)
+    def _compile(self, data: bytes | None, zxid: int, source: str) -> Snapshot:
+        """Decode and compile snapshot bytes for this process's environment.
+
+        Raises CorruptSnapshot (a ValueError) when the bytes are not a snapshot.
+        """
+        payload = decode_payload(data)
+        env, chain = resolve_environment(
+            payload["environments"], conf.environment(), conf.hostname()
+        )
+        base = store.base
+        # Rules compiled for another environment chain cannot be reused.
+        previous = base.flags if base.chain == chain else None
+        flags, errors = compile_entries(payload["flags"], previous=previous, chain=chain)
         for name, error in errors.items():
             log.error(
                 "Flag %r in the snapshot is invalid (%s); keeping its last good value", name, error
             )
+        return Snapshot(
+            flags, zxid=zxid, source=source, errors=errors, environment=env, chain=chain
+        )
+
+    def _on_snapshot(self, data: bytes | None, stat: ZnodeStat | None) -> None:
         zxid = stat.mzxid if stat is not None else 0
-        store.publish(Snapshot(flags, zxid=zxid, source="zookeeper", errors=errors))
+        try:
+            snapshot = self._compile(data, zxid, "zookeeper")
+        except ValueError as exc:
+            self.last_error = str(exc)
+            log.error("Ignoring an unreadable snapshot at %s: %s", self.paths.snapshot, exc)
+            return
+        store.publish(snapshot)
         self.last_error = None
         self.loaded.set()
         # No snapshot node yet is "no flags": store it in a form load_file() accepts.
@@ -177,12 +200,12 @@ class FlagRuntime:
             if not header.startswith(FILE_HEADER):
                 raise ValueError("not a zkflags snapshot file")
             zxid = int(header[len(FILE_HEADER) :])
-            flags, errors = compile_entries(decode_entries(data))
+            snapshot = self._compile(data, zxid, "file")
         except (OSError, ValueError) as exc:
             log.warning("Ignoring the snapshot file %s: %s", path, exc)
             return False
-        store.publish(Snapshot(flags, zxid=zxid, source="file", errors=errors))
-        log.info("Serving %d flags from %s until ZooKeeper answers", len(flags), path)
+        store.publish(snapshot)
+        log.info("Serving %d flags from %s until ZooKeeper answers", len(snapshot), path)
         return True
 
     def status(self) -> dict[str, Any]:
@@ -198,6 +221,8 @@ class FlagRuntime:
             "flags": len(snapshot.flags),
             "zxid": snapshot.zxid,
             "source": snapshot.source,
+            "environment": snapshot.environment,
+            "environment_chain": list(snapshot.chain),
             "invalid_flags": dict(snapshot.errors),
             "last_error": self.last_error or (watch.last_error if watch else None),
             "snapshot_file": self.snapshot_file,
@@ -306,6 +331,10 @@ def _after_fork_in_child() -> None:
 def _on_settings_changed(setting: str) -> None:
     store.set_default_active(bool(conf.get("UNKNOWN_FLAG_ACTIVE")))
     if setting != "ZKFLAGS_URL":
+        with _lock:
+            watch = _runtime.watch if _runtime is not None else None
+        if watch is not None:
+            watch.reload()  # the environment may have changed: compile again
         return
     with _lock:
         watching = _runtime is not None and _runtime.watch is not None

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .rules import FlagRule, InvalidFlag
+from .rules import FlagRule, InvalidFlag, environment_chain
 
 MAGIC = b"ZKF1"
 FORMAT = 1
@@ -40,16 +40,24 @@ def decode_document(data: bytes | None) -> Any:
         raise InvalidFlag(f"not valid JSON: {exc}") from None
 
 
-def encode_entries(entries: Mapping[str, Mapping[str, Any]]) -> bytes:
-    """Encode raw flag entries (documents with their version) as a snapshot znode."""
-    payload = {"format": FORMAT, "flags": dict(entries)}
+def encode_entries(
+    entries: Mapping[str, Mapping[str, Any]], environments: Mapping[str, Any] | None = None
+) -> bytes:
+    """Encode raw flag entries (documents with their version), and the environments
+    document if there is one, as a snapshot znode."""
+    payload: dict[str, Any] = {"format": FORMAT, "flags": dict(entries)}
+    if environments:
+        payload["environments"] = dict(environments)
     return MAGIC + zlib.compress(encode_document(payload), 6)
 
 
-def decode_entries(data: bytes | None) -> dict[str, Any]:
-    """Decode a snapshot znode to its raw entries. Raises CorruptSnapshot."""
+def decode_payload(data: bytes | None) -> dict[str, Any]:
+    """Decode a snapshot znode: ``{"flags": {...}, "environments": {...}}``.
+
+    Raises CorruptSnapshot.
+    """
     if data is None:
-        return {}
+        return {"flags": {}, "environments": {}}
     if not data:
         # The app never writes zero bytes (an empty view is still ZKF1 + zlib): this is
         # a node created by hand, not "no flags".
@@ -64,7 +72,15 @@ def decode_entries(data: bytes | None) -> dict[str, Any]:
         raise CorruptSnapshot("snapshot has no 'flags' object")
     if payload.get("format") != FORMAT:
         raise CorruptSnapshot(f"snapshot format {payload.get('format')!r} is not supported")
-    return payload["flags"]
+    environments = payload.get("environments") or {}
+    if not isinstance(environments, dict):
+        raise CorruptSnapshot("snapshot 'environments' is not an object")
+    return {"flags": payload["flags"], "environments": environments}
+
+
+def decode_entries(data: bytes | None) -> dict[str, Any]:
+    """Decode a snapshot znode to its raw flag entries. Raises CorruptSnapshot."""
+    return decode_payload(data)["flags"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,8 @@ class Snapshot:
     source: str = "empty"  # "zookeeper", "file", "empty"
     errors: Mapping[str, str] = field(default_factory=dict)
     default_active: bool = False
+    environment: str | None = None  # the environment this process resolved flags for
+    chain: tuple[str, ...] = ()  # that environment and its ancestors, root first
 
     def get(self, name: str) -> FlagRule | None:
         return self.flags.get(name)
@@ -94,13 +112,15 @@ EMPTY = Snapshot({})
 
 
 def compile_entries(
-    entries: Mapping[str, Any], previous: Mapping[str, FlagRule] | None = None
+    entries: Mapping[str, Any],
+    previous: Mapping[str, FlagRule] | None = None,
+    chain: Sequence[str] = (),
 ) -> tuple[dict[str, FlagRule], dict[str, str]]:
-    """Compile raw entries into rules.
+    """Compile raw entries into rules, resolved for the environment ``chain`` (root first).
 
     Entries whose version did not change reuse the previous rule (cheap updates with many
-    flags). A bad entry keeps the previous rule for that name, if there was one, and is
-    reported in the returned errors.
+    flags); the caller passes no ``previous`` when the chain changed. A bad entry keeps the
+    previous rule for that name, if there was one, and is reported in the returned errors.
     """
     previous = previous or {}
     flags: dict[str, FlagRule] = {}
@@ -116,9 +136,27 @@ def compile_entries(
             flags[name] = old
             continue
         try:
-            flags[name] = FlagRule.from_document(entry, name=name)
+            rule = FlagRule.from_document(entry, name=name)
+            flags[name] = rule.for_environment(chain) if rule.environments else rule
         except InvalidFlag as exc:
             errors[str(name)[:200]] = str(exc)
             if old is not None:
                 flags[name] = old
     return flags, errors
+
+
+def resolve_environment(
+    environments: Mapping[str, Any], configured: str | None, hostname: str
+) -> tuple[str | None, tuple[str, ...]]:
+    """The environment of this process and its chain of ancestors (root first).
+
+    ``environments`` is the environments document, ``{"parents": {env: parent or None},
+    "hosts": {hostname: env}}``. A host pegged there wins over the configured environment.
+    """
+    hosts = environments.get("hosts")
+    hosts = hosts if isinstance(hosts, dict) else {}
+    pegged = hosts.get(hostname)
+    env = pegged if isinstance(pegged, str) and pegged else configured
+    parents = environments.get("parents")
+    parents = parents if isinstance(parents, dict) else {}
+    return env, environment_chain(env, parents)

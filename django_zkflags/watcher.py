@@ -75,6 +75,11 @@ class NodeWatch:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
+    def reload(self) -> None:
+        """Read and hand over the data again even if it did not change."""
+        self._last_mzxid = -1
+        self._dirty.set()
+
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()

@@ -4,6 +4,7 @@ Tree under the root path of ``ZKFLAGS_URL``::
 
     <root>/flags/<name>   one JSON document per flag (the record an editor changes)
     <root>/snapshot       the materialized view of every flag (what processes watch)
+    <root>/environments   environment parents and hosts pegged to an environment
 
 Every write changes a flag znode *and* the snapshot in one ``multi()`` transaction: the
 flag znode's version is the editor's optimistic lock, the snapshot's version serialises
@@ -37,11 +38,11 @@ from kazoo.retry import KazooRetry
 from kazoo.security import OPEN_ACL_UNSAFE, READ_ACL_UNSAFE, make_digest_acl
 
 from .conf import ZooKeeperURL
-from .rules import FlagRule, InvalidFlag, validate_name
+from .rules import FlagRule, InvalidFlag, validate_environments_document, validate_name
 from .snapshot import (
     CorruptSnapshot,
     decode_document,
-    decode_entries,
+    decode_payload,
     encode_document,
     encode_entries,
 )
@@ -50,6 +51,7 @@ log = logging.getLogger("django_zkflags.zk")
 
 FLAGS_DIR = "flags"
 SNAPSHOT_NODE = "snapshot"
+ENVIRONMENTS_NODE = "environments"
 
 #: Errors that mean "ZooKeeper cannot be reached right now".
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -97,6 +99,10 @@ class Paths:
     @property
     def snapshot(self) -> str:
         return f"{self.root}/{SNAPSHOT_NODE}"
+
+    @property
+    def environments(self) -> str:
+        return f"{self.root}/{ENVIRONMENTS_NODE}"
 
     def flag(self, name: str) -> str:
         return f"{self.root}/{FLAGS_DIR}/{validate_name(name)}"
@@ -194,13 +200,27 @@ class FlagWriter:
             return {"corrupt": str(exc)}, stat.version
         return doc, stat.version
 
-    def read_snapshot_entries(self) -> tuple[dict[str, Any], int | None]:
+    def read_snapshot_payload(self) -> tuple[dict[str, Any], int | None]:
+        """The snapshot's ``{"flags", "environments"}`` and its znode version."""
         self._wait_connected()
         try:
             data, stat = self._call(self.client.get_async(self.paths.snapshot))
         except NoNodeError:
-            return {}, None
-        return decode_entries(data), stat.version
+            return decode_payload(None), None
+        return decode_payload(data), stat.version
+
+    def read_snapshot_entries(self) -> tuple[dict[str, Any], int | None]:
+        payload, version = self.read_snapshot_payload()
+        return payload["flags"], version
+
+    def read_environments(self) -> tuple[dict[str, Any], int | None]:
+        """The environments document (``{"parents": {...}, "hosts": {...}}``) and version."""
+        self._wait_connected()
+        try:
+            data, stat = self._call(self.client.get_async(self.paths.environments))
+        except NoNodeError:
+            return {"parents": {}, "hosts": {}}, None
+        return validate_environments_document(decode_document(data)), stat.version
 
     def list_flag_nodes(self) -> list[str]:
         self._wait_connected()
@@ -227,14 +247,14 @@ class FlagWriter:
         for _attempt in range(self.SNAPSHOT_RETRIES):
             current, current_version = self.read_flag(name)
             self._check_expected(name, expected, current, current_version)
-            entries, snapshot_version = self._read_entries_for_write()
+            entries, environments, snapshot_version = self._read_for_write()
             new_version = None
             if doc is None:
                 entries.pop(name, None)
             else:
                 new_version = 0 if expected is None else expected + 1
                 entries[name] = {**doc, "version": new_version}
-            payload = encode_entries(entries)
+            payload = encode_entries(entries, environments)
             flag_bytes = encode_document(doc) if doc is not None else b""
             if len(payload) + len(flag_bytes) > self.max_bytes:
                 raise FlagTooLarge(
@@ -307,14 +327,69 @@ class FlagWriter:
                 current_version=current_version,
             )
 
-    def _read_entries_for_write(self) -> tuple[dict[str, Any], int | None]:
+    def _read_for_write(self) -> tuple[dict[str, Any], dict[str, Any], int | None]:
+        """The snapshot's flag entries, environments document and version, to rewrite."""
         try:
-            return self.read_snapshot_entries()
+            payload, version = self.read_snapshot_payload()
+            return payload["flags"], payload["environments"], version
         except CorruptSnapshot:
-            log.error("Snapshot znode is corrupt; rebuilding it from the flag znodes")
+            log.error("Snapshot znode is corrupt; rebuilding it from the source znodes")
             entries = self.entries_from_flag_nodes()[0]
+            environments = self.read_environments()[0]
             _data, stat = self._call(self.client.get_async(self.paths.snapshot))
-            return entries, stat.version
+            return entries, environments, stat.version
+
+    def write_environments(self, doc: dict[str, Any], expected_version: int | None) -> WriteResult:
+        """Replace the environments document (environment parents and pegged hosts), from
+        the version the editor read (None: there is none yet), with the snapshot."""
+        doc = validate_environments_document(doc)
+        self._wait_connected()
+        self.ensure_layout()
+        data = encode_document(doc)
+        for _attempt in range(self.SNAPSHOT_RETRIES):
+            before, current_version = self.read_environments()
+            if current_version != expected_version:
+                raise FlagConflict(
+                    "The environments were changed by someone else (ZooKeeper is at version "
+                    f"{current_version}, you started from {expected_version}); nothing was "
+                    "saved.",
+                    current=before,
+                    current_version=current_version,
+                )
+            entries, _old, snapshot_version = self._read_for_write()
+            payload = encode_entries(entries, doc)
+            if len(payload) + len(data) > self.max_bytes:
+                raise FlagTooLarge("The environments document makes the snapshot too large")
+            tx = self.client.transaction()
+            if expected_version is None:
+                tx.create(self.paths.environments, data, acl=self.acl)
+            else:
+                tx.set_data(self.paths.environments, data, version=expected_version)
+            if snapshot_version is None:
+                tx.create(self.paths.snapshot, payload, acl=self.acl)
+            else:
+                tx.set_data(self.paths.snapshot, payload, version=snapshot_version)
+            pending = tx.commit_async()
+            try:
+                first, second = self._call(pending, raw=True)
+            except UNAVAILABLE_ERRORS as exc:
+                if self._withdraw(pending):
+                    raise ZooKeeperUnavailable(
+                        "ZooKeeper did not answer; nothing was saved."
+                    ) from exc
+                raise ZooKeeperUnavailable(
+                    "ZooKeeper did not answer; reload the environments to see whether the "
+                    "change was applied."
+                ) from exc
+            if not isinstance(first, Exception) and not isinstance(second, Exception):
+                version = 0 if expected_version is None else expected_version + 1
+                return WriteResult(ENVIRONMENTS_NODE, version, before, doc)
+            if isinstance(first, NoAuthError) or isinstance(second, NoAuthError):
+                raise PermissionDenied(
+                    "ZooKeeper refused the write (ACL): check the credentials in ZKFLAGS_URL"
+                )
+            # The document moved (the next round reports it) or only the snapshot did.
+        raise ZooKeeperUnavailable("Could not save the environments: the snapshot kept changing")
 
     def _withdraw(self, pending: Any) -> bool:
         """Take a request that was never sent out of kazoo's queue.
@@ -384,16 +459,20 @@ class FlagWriter:
         for _attempt in range(self.SNAPSHOT_RETRIES):
             entries, errors = self.entries_from_flag_nodes()
             try:
-                old_entries, version = self.read_snapshot_entries()
+                old_payload, version = self.read_snapshot_payload()
+                old_entries, old_environments = old_payload["flags"], old_payload["environments"]
             except CorruptSnapshot:
-                old_entries, version = (
-                    {},
-                    self._call(self.client.exists_async(self.paths.snapshot)).version,
-                )
+                old_entries, old_environments = {}, {}
+                version = self._call(self.client.exists_async(self.paths.snapshot)).version
             for name in errors:
                 if name in old_entries:
                     entries[name] = old_entries[name]
-            payload = encode_entries(entries)
+            try:
+                environments = self.read_environments()[0]
+            except InvalidFlag as exc:
+                errors["(environments)"] = str(exc)
+                environments = old_environments
+            payload = encode_entries(entries, environments)
             if len(payload) > self.max_bytes:  # the server would drop the connection
                 raise FlagTooLarge(
                     f"The rebuilt snapshot would be {len(payload)} bytes, over the "

@@ -111,10 +111,12 @@ def test_write_not_sent_while_disconnected_is_never_applied_later(zkflags, zk_se
         writer.write(doc("q", everyone=False), None)
         # The reads happened just before the network went: only the commit is left to send.
         before = writer.read_flag("q")
-        entries = writer.read_snapshot_entries()
+        payload, snapshot_version = writer.read_snapshot_payload()
         monkeypatch.setattr(writer, "read_flag", lambda name: before)
         monkeypatch.setattr(
-            writer, "_read_entries_for_write", lambda: (dict(entries[0]), entries[1])
+            writer,
+            "_read_for_write",
+            lambda: (dict(payload["flags"]), payload["environments"], snapshot_version),
         )
         monkeypatch.setattr(writer, "_wait_connected", lambda: None)
         proxy.block()
