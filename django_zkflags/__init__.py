@@ -2,7 +2,7 @@
 
 The public API::
 
-    from django_zkflags import flag_is_active, flag_is_active_for_user, get_snapshot
+    from django_zkflags import flag_is_active, flag_is_active_for_user, get_value
 """
 
 from __future__ import annotations
@@ -15,18 +15,19 @@ __all__ = [
     "flag_is_active",
     "flag_is_active_for_user",
     "get_snapshot",
+    "get_value",
     "status",
     "__version__",
 ]
 
 if TYPE_CHECKING:
-    from .api import flag_is_active, flag_is_active_for_user, get_snapshot
+    from .api import flag_is_active, flag_is_active_for_user, get_snapshot, get_value
     from .runtime import status
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that importing the package (settings, INSTALLED_APPS) pulls in nothing.
-    if name in ("flag_is_active", "flag_is_active_for_user", "get_snapshot"):
+    if name in ("flag_is_active", "flag_is_active_for_user", "get_snapshot", "get_value"):
         from . import api
 
         value = getattr(api, name)

@@ -36,6 +36,8 @@ class FlagForm(forms.ModelForm):
             "authenticated",
             "users",
             "groups",
+            "value",
+            "environments",
         )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -57,6 +59,8 @@ class FlagForm(forms.ModelForm):
         self.initial["zk_version_seen"] = version
         for key in ("note", "everyone", "superusers", "staff", "authenticated", "users", "groups"):
             self.initial[key] = doc.get(key)
+        self.initial["value"] = doc.get("value")
+        self.initial["environments"] = doc.get("environments") or {}
         percent = doc.get("percent")
         self.initial["percent"] = None if percent is None else Decimal(str(round(percent, 1)))
 
@@ -80,6 +84,8 @@ class FlagAdmin(admin.ModelAdmin):
                 "fields": ("superusers", "staff", "authenticated", "percent", "users", "groups"),
             },
         ),
+        (_("Live configuration"), {"fields": ("value",)}),
+        (_("Environments"), {"fields": ("environments",)}),
         (
             _("ZooKeeper"),
             {"fields": ("zk_version", "created", "modified"), "classes": ("collapse",)},

@@ -60,6 +60,21 @@ def flag_is_active_for_user(user: Any, name: str) -> bool:
     return _evaluate(store.current, name, user, None)
 
 
+def get_value(name: str, default: Any = None, request: Any = None) -> Any:
+    """The live configuration value of flag ``name`` in this process's environment, or
+    ``default`` when the flag does not exist or has no value.
+
+    Values are read-only (objects are mappings, lists are tuples). With ``request`` (and
+    the middleware) the value comes from the request's snapshot.
+    """
+    flags = getattr(request, "flags", None) if request is not None else None
+    snapshot = flags.snapshot if isinstance(flags, RequestFlags) else store.current
+    rule = snapshot.flags.get(name)
+    if rule is None or rule.value is None:
+        return default
+    return rule.value
+
+
 def get_snapshot() -> Snapshot:
     """The current snapshot (immutable), for code that wants several consistent answers."""
     return store.current
@@ -117,6 +132,13 @@ class RequestFlags:
         return answer
 
     __getitem__ = is_active
+
+    def value(self, name: str, default: Any = None) -> Any:
+        """The flag's live configuration value, from this request's snapshot."""
+        rule = self.snapshot.flags.get(name)
+        if rule is None or rule.value is None:
+            return default
+        return rule.value
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.is_active(name)

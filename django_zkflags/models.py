@@ -17,7 +17,14 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from .rules import NAME_MAX_LENGTH, NAME_PATTERN, FlagRule
+from .rules import (
+    NAME_MAX_LENGTH,
+    NAME_PATTERN,
+    FlagRule,
+    InvalidFlag,
+    freeze_value,
+    validate_environments,
+)
 
 validate_flag_name = RegexValidator(
     regex=rf"\A{NAME_PATTERN.pattern}\Z",
@@ -57,6 +64,25 @@ class Flag(models.Model):
     )
     groups = models.ManyToManyField(
         "auth.Group", blank=True, related_name="zkflags", verbose_name=_("groups")
+    )
+    value = models.JSONField(
+        _("value"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "Live configuration: any JSON (a number, a string, an object...), read with "
+            "django_zkflags.get_value(name). Empty: no value."
+        ),
+    )
+    environments = models.JSONField(
+        _("environment overrides"),
+        default=dict,
+        blank=True,
+        help_text=_(
+            'Per-environment overrides, e.g. {"staging": {"everyone": true}, '
+            '"canary": {"percent": 50, "value": 3}}. An environment inherits its parent\'s '
+            "overrides and applies its own on top."
+        ),
     )
     created = models.DateTimeField(_("created"), auto_now_add=True)
     modified = models.DateTimeField(_("modified"), auto_now=True)
@@ -114,6 +140,14 @@ class Flag(models.Model):
             raise ValidationError({"name": _("A flag cannot be renamed; create a new one.")})
         if self.name in (".", ".."):  # the regex allows them; ZooKeeper paths do not
             raise ValidationError({"name": _("'.' and '..' cannot be flag names.")})
+        try:
+            freeze_value(self.value)
+        except InvalidFlag as exc:
+            raise ValidationError({"value": str(exc)}) from None
+        try:
+            validate_environments(self.environments, self.name or "flag")
+        except InvalidFlag as exc:
+            raise ValidationError({"environments": str(exc)}) from None
 
     def document(self, user_ids: Any = None, group_ids: Any = None) -> dict[str, Any]:
         """The flag as ZooKeeper stores it. M2M ids are read from the database if not given."""
@@ -131,6 +165,8 @@ class Flag(models.Model):
             users=[int(i) for i in user_ids],
             groups=[int(i) for i in group_ids],
             note=self.note,
+            value=self.value,
+            environments=self.environments or None,
         ).to_document()
 
 

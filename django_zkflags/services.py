@@ -143,6 +143,8 @@ def mirror_document(flag: Flag, doc: dict[str, Any], version: int | None) -> Non
     flag.superusers = bool(doc.get("superusers"))
     flag.staff = bool(doc.get("staff"))
     flag.authenticated = bool(doc.get("authenticated"))
+    flag.value = doc.get("value")
+    flag.environments = doc.get("environments") or {}
     flag.zk_version = version
     flag._zkflags_defer = True
     try:
@@ -156,6 +158,8 @@ def mirror_document(flag: Flag, doc: dict[str, Any], version: int | None) -> Non
                 superusers=flag.superusers,
                 staff=flag.staff,
                 authenticated=flag.authenticated,
+                value=flag.value,
+                environments=flag.environments,
                 zk_version=version,
             )
         User = get_user_model()

@@ -383,7 +383,7 @@ class FlagWriter:
                 ) from exc
             if not isinstance(first, Exception) and not isinstance(second, Exception):
                 version = 0 if expected_version is None else expected_version + 1
-                return WriteResult(ENVIRONMENTS_NODE, version, before, doc)
+                return WriteResult("@environments", version, before, doc)
             if isinstance(first, NoAuthError) or isinstance(second, NoAuthError):
                 raise PermissionDenied(
                     "ZooKeeper refused the write (ACL): check the credentials in ZKFLAGS_URL"

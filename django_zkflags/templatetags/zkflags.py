@@ -7,7 +7,7 @@ from typing import Any
 from django import template
 from django.template.base import FilterExpression, NodeList, Parser, Token
 
-from ..api import flag_is_active, flag_is_active_for_user
+from ..api import flag_is_active, flag_is_active_for_user, get_value
 
 register = template.Library()
 
@@ -48,3 +48,10 @@ def do_flag(parser: Parser, token: Token) -> FlagNode:
     else:
         nodelist_off = NodeList()
     return FlagNode(name, nodelist_on, nodelist_off)
+
+
+@register.simple_tag(takes_context=True)
+def flag_value(context: Any, name: str, default: Any = "") -> Any:
+    """``{% flag_value "name" [default] %}`` or ``{% flag_value "name" as var %}``: the
+    flag's live configuration value (from the request's snapshot when there is one)."""
+    return get_value(name, default, context.get("request"))

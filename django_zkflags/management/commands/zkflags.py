@@ -37,6 +37,20 @@ class Command(BaseCommand):
         mode.add_argument("--rules", dest="everyone", action="store_const", const=None)
         setp.add_argument("--percent", type=float)
         setp.add_argument("--note")
+        setp.add_argument("--value", help="live configuration value, as JSON ('null' clears it)")
+        setp.add_argument(
+            "--env", help="change the override of this environment instead of the base rule"
+        )
+        envp = sub.add_parser("env", help="Define environments: env NAME [--parent P] | --delete")
+        envp.add_argument("name", nargs="?")
+        envp.add_argument("--parent")
+        envp.add_argument("--delete", action="store_true")
+        hostp = sub.add_parser(
+            "host", help="Peg a host to an environment: host NAME ENV | --delete"
+        )
+        hostp.add_argument("name")
+        hostp.add_argument("environment", nargs="?")
+        hostp.add_argument("--delete", action="store_true")
         sub.add_parser("check", help="Report drift between ZooKeeper and the database (exit 1).")
         sub.add_parser("repair", help="Rebuild the snapshot and make the rows mirror ZooKeeper.")
 
@@ -61,30 +75,90 @@ class Command(BaseCommand):
                 self.stdout.write(f"{name}\tINVALID\t{exc}")
 
     def do_set(
-        self, name: str, everyone: Any, percent: float | None, note: str | None, **options: Any
+        self,
+        name: str,
+        everyone: Any,
+        percent: float | None,
+        note: str | None,
+        value: str | None = None,
+        env: str | None = None,
+        **options: Any,
     ) -> None:
         validate_name(name)
         writer = runtime.writer()
         doc, version = writer.read_flag(name)
         if doc is None or "corrupt" in doc:
             doc = FlagRule(name).to_document()
+        changes: dict[str, Any] = {}
         if everyone != "keep":
-            doc["everyone"] = everyone
+            changes["everyone"] = everyone
         if percent is not None:
             percent = validate_percent(percent)
             if percent is not None and round(percent, 1) != percent:
                 # The admin's row holds one decimal: it could not mirror this (endless drift).
                 raise CommandError(f"--percent takes at most one decimal, got {percent:g}")
-            doc["percent"] = percent
+            changes["percent"] = percent
+        if value is not None:
+            try:
+                changes["value"] = json.loads(value)
+            except ValueError as exc:
+                raise CommandError(f"--value must be JSON: {exc}") from None
+        if env is not None:
+            validate_name(env)
+            environments = dict(doc.get("environments") or {})
+            environments[env] = {**environments.get(env, {}), **changes}
+            doc["environments"] = environments
+        else:
+            doc.update(changes)
         if note is not None:
             doc["note"] = note
         result = writer.write(doc, version)
         flag = Flag.objects.filter(name=name).first() or Flag(name=name)
         services.mirror_document(flag, result.after or doc, result.version)
         services.record(result, "created" if version is None else "changed", None, "command")
+        rule = FlagRule.from_document(result.after or doc)
+        where = f" in {env}" if env else ""
         self.stdout.write(
-            f"{name}: {FlagRule.from_document(doc).summary()} (version {result.version})"
+            f"{name}{where}: {rule.for_environment((env,) if env else ()).summary()} "
+            f"(version {result.version})"
         )
+
+    def do_env(self, name: str | None, parent: str | None, delete: bool, **options: Any) -> None:
+        writer = runtime.writer()
+        doc, version = writer.read_environments()
+        if name is None:
+            for env, env_parent in sorted(doc["parents"].items()):
+                self.stdout.write(f"{env}\tparent={env_parent or '-'}")
+            for host, env in sorted(doc["hosts"].items()):
+                self.stdout.write(f"host {host}\t-> {env}")
+            return
+        parents = dict(doc["parents"])
+        if delete:
+            if name not in parents:
+                raise CommandError(f"No environment {name!r}")
+            parents.pop(name)
+        else:
+            parents[name] = parent
+        self._write_environments({**doc, "parents": parents}, version)
+        what = "deleted" if delete else f"parent={parent or '-'}"
+        self.stdout.write(f"environment {name}: {what}")
+
+    def do_host(self, name: str, environment: str | None, delete: bool, **options: Any) -> None:
+        writer = runtime.writer()
+        doc, version = writer.read_environments()
+        hosts = dict(doc["hosts"])
+        if delete:
+            hosts.pop(name, None)
+        elif environment is None:
+            raise CommandError("host NAME ENVIRONMENT (or host NAME --delete)")
+        else:
+            hosts[name] = environment
+        self._write_environments({**doc, "hosts": hosts}, version)
+        self.stdout.write(f"host {name}: {'unpegged' if delete else f'pegged to {environment}'}")
+
+    def _write_environments(self, doc: dict[str, Any], version: int | None) -> None:
+        result = runtime.writer().write_environments(doc, version)
+        services.record(result, "created" if version is None else "changed", None, "command")
 
     def _drift(self) -> tuple[list[str], dict[str, Any], dict[str, Any], dict[str, str]]:
         writer = runtime.writer()
