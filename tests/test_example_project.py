@@ -66,6 +66,10 @@ def test_example_project_serves_flag_flips(zk_server, tmp_path):
         wait_until(lambda: 'id="no-banner"' in page(), timeout=15, interval=0.05)
         run("zkflags", "set", "banner", "--on")
         wait_until(lambda: 'id="banner"' in page(), timeout=15, interval=0.05)
+        # A live value: edit it, the page follows.
+        assert "Hello from ZooKeeper." in page()
+        run("zkflags", "set", "welcome-text", "--value", '"Changed live"')
+        wait_until(lambda: "Changed live" in page(), timeout=15, interval=0.05)
         # /beta/ is behind @flag_required(redirect_to="home"): an anonymous visitor is sent home.
         with urllib.request.urlopen(f"{home}beta/", timeout=5) as response:
             assert response.geturl() == home

@@ -23,10 +23,13 @@ class Command(BaseCommand):
             user.save()
         # ZooKeeper keeps its data across demo runs even if the SQLite file was removed.
         call_command("zkflags", "repair", stdout=self.stdout)
-        for name, note, everyone in (
-            ("banner", "The banner on the home page", True),
-            ("beta-page", "The /beta/ page", None),
+        for name, note, everyone, value in (
+            ("banner", "The banner on the home page", True, None),
+            ("beta-page", "The /beta/ page", None, None),
+            ("welcome-text", "Live text under the title", None, "Hello from ZooKeeper."),
         ):
             if not Flag.objects.filter(name=name).exists():
-                Flag(name=name, note=note, everyone=everyone, staff=True).save(actor=user)
+                Flag(name=name, note=note, everyone=everyone, staff=True, value=value).save(
+                    actor=user
+                )
         self.stdout.write(f"Admin user: {USERNAME} / password: {PASSWORD}")
