@@ -27,6 +27,7 @@ from typing import Any
 NAME_MAX_LENGTH = 100
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 NO_IDS: frozenset[int] = frozenset()
+NO_ENVIRONMENTS: Mapping[str, Mapping[str, Any]] = MappingProxyType({})
 BUCKETS = 10_000  # percentages have two decimals of resolution; the admin allows one
 
 RULE_FIELDS = (
@@ -79,8 +80,8 @@ def thaw_value(value: Any) -> Any:
 
 def validate_environments(environments: object, name: str) -> Mapping[str, Mapping[str, Any]]:
     """Validate per-environment overrides: ``{env: {field: value}}``."""
-    if environments is None:
-        return MappingProxyType({})
+    if not environments and isinstance(environments, (Mapping, type(None))):
+        return NO_ENVIRONMENTS
     if not isinstance(environments, Mapping):
         raise InvalidFlag(
             f"'environments' must be an object of environment overrides, got {environments!r}"
