@@ -28,11 +28,11 @@ def user_group_ids(user: Any) -> Iterable[int]:
     return ids
 
 
-def _evaluate(snapshot: Snapshot, name: str, user: Any, anonymous_id: str | None) -> bool:
+def _value_in(snapshot: Snapshot, name: str, default: Any) -> Any:
     rule = snapshot.flags.get(name)
-    if rule is None:
-        return snapshot.default_active
-    return rule.is_active(user, anonymous_id, user_group_ids)
+    if rule is None or rule.value is None:
+        return default
+    return rule.value
 
 
 def flag_is_active(request: Any, name: str) -> bool:
@@ -57,7 +57,11 @@ def flag_is_active(request: Any, name: str) -> bool:
 
 def flag_is_active_for_user(user: Any, name: str) -> bool:
     """Is flag ``name`` on for ``user`` (for code outside a request)?"""
-    return _evaluate(store.current, name, user, None)
+    snapshot = store.current
+    rule = snapshot.flags.get(name)
+    if rule is None:
+        return snapshot.default_active
+    return rule.is_active(user, None, user_group_ids)
 
 
 def get_value(name: str, default: Any = None, request: Any = None) -> Any:
@@ -69,10 +73,7 @@ def get_value(name: str, default: Any = None, request: Any = None) -> Any:
     """
     flags = getattr(request, "flags", None) if request is not None else None
     snapshot = flags.snapshot if isinstance(flags, RequestFlags) else store.current
-    rule = snapshot.flags.get(name)
-    if rule is None or rule.value is None:
-        return default
-    return rule.value
+    return _value_in(snapshot, name, default)
 
 
 def get_snapshot() -> Snapshot:
@@ -135,10 +136,7 @@ class RequestFlags:
 
     def value(self, name: str, default: Any = None) -> Any:
         """The flag's live configuration value, from this request's snapshot."""
-        rule = self.snapshot.flags.get(name)
-        if rule is None or rule.value is None:
-            return default
-        return rule.value
+        return _value_in(self.snapshot, name, default)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.is_active(name)
