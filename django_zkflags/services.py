@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import router, transaction
 
 from . import runtime
+from .rules import FlagRule
 from .zk import FlagWriteError, WriteResult
 
 if TYPE_CHECKING:
@@ -98,30 +99,44 @@ def delete_flag(
         return delete_row() if delete_row is not None else None
 
 
+def update_flag(
+    name: str,
+    change: Callable[[dict[str, Any]], dict[str, Any]],
+    *,
+    actor: Any = None,
+    source: str = "",
+) -> FlagChange | None:
+    """Change one flag from what ZooKeeper holds now: read it (a missing or corrupt znode
+    starts from the admin row, or from an empty rule), apply ``change`` to the document,
+    write it from the version read, make the row mirror it, record it. Returns None when
+    ``change`` changed nothing."""
+    from .models import Flag
+
+    with transaction.atomic(using=router.db_for_write(Flag)):
+        writer = runtime.writer()
+        doc, version = writer.read_flag(name)
+        row = Flag.objects.filter(name=name).first()
+        if doc is None or "corrupt" in doc:
+            doc = row.document() if row is not None else FlagRule(name).to_document()
+        new = change(dict(doc))
+        if new == doc and version is not None:
+            return None
+        result = writer.write(new, version)
+        mirror_document(row or Flag(name=name), result.after or new, result.version)
+        return record(result, "created" if version is None else "changed", actor, source)
+
+
 def set_everyone(
     flags: Iterable[Flag], everyone: bool | None, *, actor: Any = None, source: str = "admin action"
 ) -> list[FlagChange]:
-    """Switch flags on or off for everyone, or back to their rules (bulk admin actions).
-
-    Each flag is changed from the version ZooKeeper holds now; the row is made to mirror
-    what was written.
-    """
-    changes = []
-    for flag in flags:
-        with transaction.atomic(using=router.db_for_write(type(flag))):
-            writer = runtime.writer()
-            doc, version = writer.read_flag(flag.name)
-            if doc is None or "corrupt" in doc:
-                doc = flag.document()
-            if doc.get("everyone") is everyone and version is not None:
-                continue
-            doc = {**doc, "everyone": everyone}
-            result = writer.write(doc, version)
-            mirror_document(flag, result.after or doc, result.version)
-            changes.append(
-                record(result, "created" if version is None else "changed", actor, source)
-            )
-    return changes
+    """Switch flags on or off for everyone, or back to their rules (bulk admin actions)."""
+    changes = (
+        update_flag(
+            flag.name, lambda doc: {**doc, "everyone": everyone}, actor=actor, source=source
+        )
+        for flag in flags
+    )
+    return [change for change in changes if change is not None]
 
 
 def mirror_document(flag: Flag, doc: dict[str, Any], version: int | None) -> None:

@@ -85,10 +85,6 @@ class Command(BaseCommand):
         **options: Any,
     ) -> None:
         validate_name(name)
-        writer = runtime.writer()
-        doc, version = writer.read_flag(name)
-        if doc is None or "corrupt" in doc:
-            doc = FlagRule(name).to_document()
         changes: dict[str, Any] = {}
         if everyone != "keep":
             changes["everyone"] = everyone
@@ -105,23 +101,24 @@ class Command(BaseCommand):
                 raise CommandError(f"--value must be JSON: {exc}") from None
         if env is not None:
             validate_name(env)
-            environments = dict(doc.get("environments") or {})
-            environments[env] = {**environments.get(env, {}), **changes}
-            doc["environments"] = environments
-        else:
-            doc.update(changes)
-        if note is not None:
-            doc["note"] = note
-        result = writer.write(doc, version)
-        flag = Flag.objects.filter(name=name).first() or Flag(name=name)
-        services.mirror_document(flag, result.after or doc, result.version)
-        services.record(result, "created" if version is None else "changed", None, "command")
-        rule = FlagRule.from_document(result.after or doc)
+
+        def change(doc: dict[str, Any]) -> dict[str, Any]:
+            if env is not None:
+                environments = dict(doc.get("environments") or {})
+                environments[env] = {**environments.get(env, {}), **changes}
+                doc["environments"] = environments
+            else:
+                doc.update(changes)
+            if note is not None:
+                doc["note"] = note
+            return doc
+
+        audit = services.update_flag(name, change, source="command")
+        doc, version = runtime.writer().read_flag(name)
+        rule = FlagRule.from_document(doc).for_environment((env,) if env else ())
         where = f" in {env}" if env else ""
-        self.stdout.write(
-            f"{name}{where}: {rule.for_environment((env,) if env else ()).summary()} "
-            f"(version {result.version})"
-        )
+        unchanged = " (unchanged)" if audit is None else ""
+        self.stdout.write(f"{name}{where}: {rule.summary()} (version {version}){unchanged}")
 
     def do_env(self, name: str | None, parent: str | None, delete: bool, **options: Any) -> None:
         writer = runtime.writer()
