@@ -39,26 +39,18 @@ from django_zkflags.zkserver import (
     free_port,
 )
 
+from . import conftest
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def _zookeeper_missing() -> str | None:
-    try:
-        find_classpath()
-        find_java()
-    except ZooKeeperNotInstalled as exc:
-        return str(exc)
-    return None
 
 
 def require_zookeeper() -> None:
     """Skip without ZooKeeper -- but fail on CI (CI=true), where it must be installed."""
-    missing = _zookeeper_missing()
-    if missing is None:
-        return
-    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-        pytest.fail(f"ZooKeeper is required on CI: {missing}", pytrace=False)
-    pytest.skip(missing)
+    try:
+        find_classpath()
+        find_java()
+    except ZooKeeperNotInstalled as exc:
+        conftest.require_zookeeper(exc)
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
