@@ -154,7 +154,11 @@ def test_long_outage_reconnects_fast_and_delivers_what_changed_meanwhile(proxied
             assert flag_is_active_for_user(None, "outage") is True
             assert len(states) == states_before
             assert rt.watch.reads == reads_before + 1
-            time.sleep(0.05)
+            # Let every reader thread get the CPU once more (a loaded machine) and see it.
+            wait_until(
+                lambda: all(seen and seen[-1][1] == (True, True) for seen in readers.transitions),
+                timeout=10,
+            )
         control_state = (
             f"back after {control_back[-1] - unblocked_at:.1f} s"
             if control_back and control_back[-1] > unblocked_at
