@@ -26,6 +26,7 @@ test: setup
 lint: setup
 	$(PY) -m ruff check django_zkflags tests example_project bench
 	$(PY) -m ruff format --check django_zkflags tests example_project bench
+	$(PY) -m mypy
 
 format: setup
 	$(PY) -m ruff format django_zkflags tests example_project bench

@@ -67,6 +67,9 @@ class FlagWriteError(Exception):
     """A write was refused or could not be made. Nothing was changed."""
 
 
+READ_BACK_ERRORS: tuple[type[BaseException], ...] = (FlagWriteError, *UNAVAILABLE_ERRORS)
+
+
 class ZooKeeperUnavailable(FlagWriteError):
     pass
 
@@ -418,7 +421,7 @@ class FlagWriter:
             self._wait_connected()
             self._call(self.client.sync_async(self.paths.flag(name)))
             current, version = self.read_flag(name)
-        except (FlagWriteError, *UNAVAILABLE_ERRORS):
+        except READ_BACK_ERRORS:
             raise ZooKeeperUnavailable(
                 f"ZooKeeper connection lost while saving {name!r}; the outcome is unknown "
                 "until it returns. Reload the flag before trying again."

@@ -207,8 +207,10 @@ class Command(BaseCommand):
             doc = {k: v for k, v in node.items() if k != "version"} if node else None
             before = row.document() if row else None
             if node is None:
+                assert row is not None
                 Flag.objects.filter(pk=row.pk).delete()  # bypasses ZooKeeper: it is not there
             elif row is None or not _row_mirrors(row, node):
+                assert doc is not None
                 services.mirror_document(row or Flag(name=name), doc, node["version"])
             else:
                 continue
