@@ -15,7 +15,7 @@ from django.http import HttpResponseRedirect
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from . import services
+from . import runtime, services
 from .cache import store
 from .models import Flag, FlagChange
 from .zk import FlagWriteError
@@ -179,11 +179,48 @@ class FlagAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(request.get_full_path())
 
     def changelist_view(self, request: Any, extra_context: Any = None) -> Any:
+        if request.method == "GET":
+            self._report_status(request)
         try:
             return super().changelist_view(request, extra_context)
         except FlagWriteError as exc:  # from a bulk action or bulk delete
             self.message_user(request, str(exc), level=messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
+
+    def _report_status(self, request: Any) -> None:
+        """Say on the list page when this process is not serving what ZooKeeper holds."""
+        status = runtime.status()
+        if status.get("watching") and not status.get("connected"):
+            self.message_user(
+                request,
+                _(
+                    "Not connected to ZooKeeper (%(hosts)s): every process serves the last "
+                    "values it has; saving will fail until ZooKeeper is back."
+                )
+                % {"hosts": status.get("hosts")},
+                level=messages.WARNING,
+            )
+        if status.get("last_error"):
+            self.message_user(
+                request,
+                _(
+                    "ZooKeeper holds an unreadable snapshot; serving the last good one (%(e)s). "
+                    "Run 'manage.py zkflags repair'."
+                )
+                % {"e": status["last_error"]},
+                level=messages.WARNING,
+            )
+        invalid = status.get("invalid_flags") or {}
+        if invalid:
+            self.message_user(
+                request,
+                _(
+                    "Invalid data in ZooKeeper for %(names)s; serving their last good values. "
+                    "Run 'manage.py zkflags check'."
+                )
+                % {"names": ", ".join(sorted(invalid))},
+                level=messages.WARNING,
+            )
 
     # -- bulk actions ----------------------------------------------------------------------
 
