@@ -11,13 +11,17 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
 from . import runtime, services
 from .cache import store
 from .models import Flag, FlagChange
+from .rules import InvalidFlag, validate_environments_document
 from .zk import FlagWriteError
 
 
@@ -65,6 +69,27 @@ class FlagForm(forms.ModelForm):
         self.initial["percent"] = None if percent is None else Decimal(str(round(percent, 1)))
 
 
+class EnvironmentsForm(forms.Form):
+    """The environments document: parents and hosts pegged to an environment."""
+
+    document = forms.JSONField(
+        label=_("Environments"),
+        widget=forms.Textarea(attrs={"rows": 12, "cols": 80, "class": "vLargeTextField"}),
+        help_text=_(
+            '{"parents": {"production": null, "canary": "production"}, '
+            '"hosts": {"web-7": "canary"}}. An environment applies its parents\' overrides, '
+            "then its own; a pegged host resolves flags for its environment."
+        ),
+    )
+    version_seen = forms.IntegerField(required=False, widget=forms.HiddenInput)
+
+    def clean_document(self) -> Any:
+        try:
+            return validate_environments_document(self.cleaned_data["document"])
+        except InvalidFlag as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
 @admin.register(Flag)
 class FlagAdmin(admin.ModelAdmin):
     form = FlagForm
@@ -75,6 +100,7 @@ class FlagAdmin(admin.ModelAdmin):
     readonly_fields = ("zk_version", "created", "modified")
     actions = ("turn_on_for_everyone", "turn_off_for_everyone", "back_to_rules")
     change_form_template = "admin/django_zkflags/flag/change_form.html"
+    change_list_template = "admin/django_zkflags/flag/change_list.html"
     fieldsets = (
         (None, {"fields": ("name", "note", "zk_version_seen")}),
         (_("For everyone"), {"fields": ("everyone",)}),
@@ -186,6 +212,60 @@ class FlagAdmin(admin.ModelAdmin):
         except FlagWriteError as exc:  # from a bulk action or bulk delete
             self.message_user(request, str(exc), level=messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
+
+    def get_urls(self) -> list[Any]:
+        urls = [
+            path(
+                "environments/",
+                self.admin_site.admin_view(self.environments_view),
+                name="django_zkflags_environments",
+            )
+        ]
+        return urls + super().get_urls()
+
+    def environments_view(self, request: Any) -> Any:
+        """Edit the environments document, versioned like a flag and audited."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        can_change = self.has_change_permission(request)
+        writer = runtime.writer()
+        if request.method == "POST":
+            if not can_change:
+                raise PermissionDenied
+            form = EnvironmentsForm(request.POST)
+            if form.is_valid():
+                try:
+                    result = writer.write_environments(
+                        form.cleaned_data["document"], form.cleaned_data["version_seen"]
+                    )
+                except FlagWriteError as exc:
+                    self.message_user(request, str(exc), level=messages.ERROR)
+                    return HttpResponseRedirect(request.get_full_path())
+                services.record(
+                    result,
+                    "created" if result.version == 0 else "changed",
+                    request.user,
+                    "admin",
+                )
+                self.message_user(request, _("Environments saved."))
+                return HttpResponseRedirect(request.get_full_path())
+        else:
+            try:
+                doc, version = writer.read_environments()
+            except (FlagWriteError, InvalidFlag) as exc:
+                self.message_user(request, str(exc), level=messages.ERROR)
+                doc, version = {"parents": {}, "hosts": {}}, None
+            form = EnvironmentsForm(initial={"document": doc, "version_seen": version})
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Environments"),
+            "opts": self.model._meta,
+            "form": form,
+            "can_change": can_change,
+            "this_process": runtime.status(),
+            "history": FlagChange.objects.filter(flag_name="@environments")[:20],
+        }
+        return TemplateResponse(request, "admin/django_zkflags/environments.html", context)
 
     def _report_status(self, request: Any) -> None:
         """Say on the list page when this process is not serving what ZooKeeper holds."""
