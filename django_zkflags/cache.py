@@ -38,9 +38,11 @@ class SnapshotStore:
 
     def publish(self, snapshot: Snapshot) -> None:
         with self._lock:
+            # ``current`` first: whoever sees the new ``base`` (readers do not lock) is
+            # then sure to be served it too.
+            changed = self._recompose(snapshot)
             self._base = snapshot
             self.publications += 1
-            changed = self._recompose()
         self._notify(changed)
 
     def set_default_active(self, value: bool) -> None:
@@ -63,8 +65,8 @@ class SnapshotStore:
             changed = self._recompose()
         self._notify(changed)
 
-    def _recompose(self) -> frozenset[str]:
-        base = self._base
+    def _recompose(self, base: Snapshot | None = None) -> frozenset[str]:
+        base = self._base if base is None else base
         flags: Mapping[str, FlagRule] = base.flags
         if self._overrides:
             merged = dict(flags)

@@ -356,7 +356,10 @@ class Site:
         # Every watcher converges on it: this process and the other OS process.
         wait_until(lambda: _version(FLAG) == last.version, timeout=15)
         wait_until(lambda: self.child.version() == last.version, timeout=15)
-        here = next(t for t, v in self.published if v == last.version)
+        # flag_changed is sent (on the watch thread) just after the snapshot is visible.
+        here = wait_until(
+            lambda: next((t for t, v in self.published if v == last.version), None), timeout=15
+        )
         there = self.child.seen_at(last.version)
         self.figures["last_ack_to_all_watchers_ms"] = round(
             (max(here, there) - last.ended) * 1000, 1

@@ -44,24 +44,40 @@ def test_example_project_serves_flag_flips(zk_server, tmp_path):
 
     run("migrate", "--noinput", "-v0")
     assert "password: zkflags-demo" in run("demo_setup")
-    port = free_port()
-    server = subprocess.Popen(
-        [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"],
-        cwd=EXAMPLE,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path / "runserver.log"
+
+    def start_server() -> tuple[subprocess.Popen[bytes], int]:
+        port = free_port()
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [*manage, "runserver", "--noreload", f"127.0.0.1:{port}"],
+                cwd=EXAMPLE,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        return proc, port
+
+    server, port = start_server()
     try:
-        home = f"http://127.0.0.1:{port}/"
 
         def page() -> str:
             try:
-                return _get(home)
+                return _get(f"http://127.0.0.1:{port}/")
             except OSError:
                 return ""
 
-        assert 'id="banner"' in wait_until(page, timeout=30, interval=0.2)
+        def first_page() -> str:
+            nonlocal server, port
+            # The port is picked before runserver binds it: if something took it meanwhile
+            # (nothing to do with the app), start again on another one.
+            if server.poll() is not None and "already in use" in log.read_text(errors="replace"):
+                server, port = start_server()
+            assert server.poll() is None, log.read_text(errors="replace")
+            return page()
+
+        assert 'id="banner"' in wait_until(first_page, timeout=30, interval=0.2)
+        home = f"http://127.0.0.1:{port}/"
         run("zkflags", "set", "banner", "--off")
         wait_until(lambda: 'id="no-banner"' in page(), timeout=15, interval=0.05)
         run("zkflags", "set", "banner", "--on")

@@ -122,6 +122,7 @@ def test_long_outage_reconnects_fast_and_delivers_what_changed_meanwhile(proxied
     try:
         with Readers(["outage", "steady"]) as readers:
             time.sleep(0.3)
+            wait_until(lambda: all(readers.transitions), timeout=10)  # every reader runs
             blocked_at = time.monotonic()
             proxy.block()
             wait_until(lambda: not rt.client.connected, timeout=5)
@@ -144,6 +145,12 @@ def test_long_outage_reconnects_fast_and_delivers_what_changed_meanwhile(proxied
             wait_until(lambda: _version("outage") == changed.version, timeout=10)
             delivered_in = time.monotonic() - unblocked_at
             assert flag_is_active_for_user(None, "outage") is False
+            # Every reader thread sees it too before the next change (on a loaded machine a
+            # thread can wait a while for the CPU and would otherwise skip this value).
+            wait_until(
+                lambda: all(seen[-1][1] == (False, True) for seen in readers.transitions),
+                timeout=10,
+            )
             # The session expired during the outage; the watch lives on the new one:
             # a later change arrives through it, with no reconnection in between.
             assert KazooState.LOST in [state for _t, state in states]

@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,7 +26,6 @@ from typing import Any
 import pytest
 
 from django_zkflags.tcpproxy import TcpProxy
-from django_zkflags.zkserver import free_port
 
 from .conftest import IN_CI, wait_until
 
@@ -102,13 +102,15 @@ class Gunicorn:
     """One gunicorn master (in its own process group) serving tests.prefork."""
 
     def __init__(self, args: list[str], url: str, log: Path) -> None:
-        self.port = free_port()
+        # Port 0: the kernel picks a free port at bind time (a port picked here and bound
+        # later could be taken meanwhile); the master logs the one it got.
+        self.port: int | None = None
         self.log = log
         command = [
             *gunicorn_command(),
             *args,
             "--bind",
-            f"127.0.0.1:{self.port}",
+            "127.0.0.1:0",
             "--graceful-timeout",
             "30",  # a worker hung at exit would hold the master this long
             "--timeout",
@@ -131,7 +133,12 @@ class Gunicorn:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def listening_port(self) -> int | None:
+        match = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", self.output())
+        return int(match.group(1)) if match else None
+
     def state(self, hold: float = 0.0) -> dict[str, Any]:
+        assert self.port is not None, "not listening yet"
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
             conn.request("GET", f"/state/{FLAG}/?hold={hold}")
@@ -146,6 +153,10 @@ class Gunicorn:
         def answers() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"gunicorn exited:\n{self.output()}")
+            if self.port is None:
+                self.port = self.listening_port()
+                if self.port is None:
+                    return False
             try:
                 self.state()
             except OSError:
