@@ -413,6 +413,22 @@ class Site:
         assert there is not None
         return {"here": round(here - moment, 2), "other_process": round(there - moment, 2)}
 
+    def recover_and_report(self, fault_at: float, title: str) -> None:
+        """After a fault that kept the quorum: writes resume, nothing was lost, every
+        watcher converges; record the figures."""
+        writer = self.writer
+        assert writer is not None
+        self.ens.wait_for_quorum(30)
+        back_at = time.monotonic()
+        wait_until(lambda: writer.acks_after(back_at) >= 3, timeout=30)
+        self.check_refusals(_write_timeout() + WRITE_BOUND_SLACK)
+        self.finish_and_verify()
+        self.figures.update(
+            write_gap_s=round(self.write_gap(fault_at), 2),
+            first_new_write_served_after_s=self.visible_after(fault_at),
+        )
+        self.report(title)
+
     def report(self, title: str) -> None:
         print(f"\n[{title}] " + ", ".join(f"{k}={v}" for k, v in self.figures.items()))
 
@@ -453,16 +469,7 @@ def test_leader_lost_while_writing_and_reading(site):
         assert new_leader != leader
     finally:
         ens.start_node(leader, wait=False)
-    ens.wait_for_quorum(30)
-    back_at = time.monotonic()
-    wait_until(lambda: writer.acks_after(back_at) >= 3, timeout=30)
-    site.check_refusals(_write_timeout() + WRITE_BOUND_SLACK)
-    site.finish_and_verify()
-    site.figures.update(
-        write_gap_s=round(site.write_gap(fault_at), 2),
-        first_new_write_served_after_s=site.visible_after(fault_at),
-    )
-    site.report("leader killed")
+    site.recover_and_report(fault_at, "leader killed")
 
 
 def test_follower_lost_while_writing_and_reading(site):
@@ -489,16 +496,7 @@ def test_follower_lost_while_writing_and_reading(site):
         assert moved_to is not None and moved_to != index
     finally:
         ens.start_node(index, wait=False)
-    ens.wait_for_quorum(30)
-    back_at = time.monotonic()
-    wait_until(lambda: writer.acks_after(back_at) >= 3, timeout=30)
-    site.check_refusals(_write_timeout() + WRITE_BOUND_SLACK)
-    site.finish_and_verify()
-    site.figures.update(
-        write_gap_s=round(site.write_gap(fault_at), 2),
-        first_new_write_served_after_s=site.visible_after(fault_at),
-    )
-    site.report("follower stopped")
+    site.recover_and_report(fault_at, "follower stopped")
 
 
 def test_quorum_lost_writes_refused_reads_served(site):
