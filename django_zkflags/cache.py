@@ -11,7 +11,6 @@ import itertools
 import threading
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 from .rules import FlagRule
 from .snapshot import EMPTY, Snapshot
@@ -25,7 +24,6 @@ class SnapshotStore:
         self._tokens = itertools.count(1)
         self._default_active = False
         self.current: Snapshot = EMPTY
-        self.publications = 0
 
     def reset_lock(self) -> None:
         """After fork: the lock may have been held by a thread that no longer exists."""
@@ -42,7 +40,6 @@ class SnapshotStore:
             # then sure to be served it too.
             changed = self._recompose(snapshot)
             self._base = snapshot
-            self.publications += 1
         self._notify(changed)
 
     def set_default_active(self, value: bool) -> None:
@@ -101,16 +98,3 @@ def _send_changed(names: frozenset[str], snapshot: Snapshot) -> None:
 
 
 store = SnapshotStore()
-
-
-def current() -> Snapshot:
-    return store.current
-
-
-def status_of(snapshot: Snapshot) -> dict[str, Any]:
-    return {
-        "flags": len(snapshot.flags),
-        "zxid": snapshot.zxid,
-        "source": snapshot.source,
-        "errors": dict(snapshot.errors),
-    }

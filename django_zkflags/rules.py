@@ -30,18 +30,6 @@ NO_IDS: frozenset[int] = frozenset()
 NO_ENVIRONMENTS: Mapping[str, Mapping[str, Any]] = MappingProxyType({})
 BUCKETS = 10_000  # percentages have two decimals of resolution; the admin allows one
 
-RULE_FIELDS = (
-    "everyone",
-    "percent",
-    "superusers",
-    "staff",
-    "authenticated",
-    "users",
-    "groups",
-    "note",
-)
-
-
 #: Fields an environment may override (everything but the name and the note).
 OVERRIDABLE_FIELDS = frozenset(
     ("everyone", "percent", "superusers", "staff", "authenticated", "users", "groups", "value")

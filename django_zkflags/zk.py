@@ -273,10 +273,7 @@ class FlagWriter:
                 tx.create(path, flag_bytes, acl=self.acl)
             else:
                 tx.set_data(path, flag_bytes, version=expected)
-            if snapshot_version is None:
-                tx.create(self.paths.snapshot, payload, acl=self.acl)
-            else:
-                tx.set_data(self.paths.snapshot, payload, version=snapshot_version)
+            self._write_snapshot_in(tx, payload, snapshot_version)
             pending = tx.commit_async()
             try:
                 results = self._call(pending, raw=True)
@@ -368,10 +365,7 @@ class FlagWriter:
                 tx.create(self.paths.environments, data, acl=self.acl)
             else:
                 tx.set_data(self.paths.environments, data, version=expected_version)
-            if snapshot_version is None:
-                tx.create(self.paths.snapshot, payload, acl=self.acl)
-            else:
-                tx.set_data(self.paths.snapshot, payload, version=snapshot_version)
+            self._write_snapshot_in(tx, payload, snapshot_version)
             pending = tx.commit_async()
             try:
                 first, second = self._call(pending, raw=True)
@@ -393,6 +387,13 @@ class FlagWriter:
                 )
             # The document moved (the next round reports it) or only the snapshot did.
         raise ZooKeeperUnavailable("Could not save the environments: the snapshot kept changing")
+
+    def _write_snapshot_in(self, tx: Any, payload: bytes, version: int | None) -> None:
+        """Add the snapshot write to ``tx``: create it, or replace the version just read."""
+        if version is None:
+            tx.create(self.paths.snapshot, payload, acl=self.acl)
+        else:
+            tx.set_data(self.paths.snapshot, payload, version=version)
 
     def _withdraw(self, pending: Any) -> bool:
         """Take a request that was never sent out of kazoo's queue.

@@ -55,40 +55,27 @@ def test_migrate_does_not_connect_but_shell_does(zk_server, tmp_path):
         "ZKFLAGS_SNAPSHOT_FILE": str(tmp_path / "flags.snapshot"),
     }
     code = "import django_zkflags; print('WATCHING', django_zkflags.status()['watching'])"
-    migrate = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
-        cwd=EXAMPLE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert migrate.returncode == 0, migrate.stderr
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, *args],
+            cwd=EXAMPLE,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    run("manage.py", "migrate", "--noinput", "-v0")
     # A watcher writes the disk copy as soon as it has read ZooKeeper: none was started.
     assert not (tmp_path / "flags.snapshot").exists()
-    shell = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=EXAMPLE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert shell.returncode == 0, shell.stderr
-    assert "WATCHING True" in shell.stdout
+    assert "WATCHING True" in run("manage.py", "shell", "-c", code)
     assert (tmp_path / "flags.snapshot").exists()
-    check = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import sys, django; sys.argv=['manage.py','check']; django.setup();"
-            "import django_zkflags; print('WATCHING', django_zkflags.status()['watching'])",
-        ],
-        cwd=EXAMPLE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    check = run(
+        "-c",
+        "import sys, django; sys.argv=['manage.py','check']; django.setup();"
+        "import django_zkflags; print('WATCHING', django_zkflags.status()['watching'])",
     )
-    assert check.returncode == 0, check.stderr
-    assert "WATCHING False" in check.stdout
+    assert "WATCHING False" in check
