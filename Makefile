@@ -15,10 +15,10 @@ demo: setup zk-start
 	bash scripts/demo.sh $(HOST) $(PORT) $(ZKPORT)
 
 zk-start: setup
-	$(PY) -m django_zkflags.zkserver start --dir $(ZKDIR) --port $(ZKPORT)
+	$(PY) -m tests.support.zookeeper start --dir $(ZKDIR) --port $(ZKPORT)
 
 zk-stop:
-	$(PY) -m django_zkflags.zkserver stop --dir $(ZKDIR)
+	$(PY) -m tests.support.zookeeper stop --dir $(ZKDIR)
 
 test: setup
 	$(PY) -m pytest -q

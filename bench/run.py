@@ -3,7 +3,7 @@
 Run ``.venv/bin/python bench/run.py`` (``--smoke`` for a quick run with tiny sizes,
 ``--out DIR`` for where results.json / results.png go, default bench/results/).
 
-It starts its own ZooKeeper (django_zkflags.zkserver) and its own redis-server on free
+It starts its own ZooKeeper (tests.support.zookeeper) and its own redis-server on free
 loopback ports, configures Django in code (SQLite in a temp dir, migrations run), and
 measures django-zkflags against a plain dict lookup and against django-waffle (LocMem and
 Redis caches). Every figure is the median of repeated samples; micro-benchmarks are
@@ -45,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+# The ZooKeeper launcher lives with the tests (tests/support), not in the package.
+sys.path.insert(0, str(HERE.parent))
 CHILD = HERE / "watcher_child.py"
 URLCONF = "zkflags_bench_urls"  # /page/ -> the view with @flag_required
 URLCONF_PLAIN = "zkflags_bench_urls_plain"  # /page/ -> the same view without it
@@ -1396,7 +1398,7 @@ def machine() -> dict[str, Any]:
 
 
 def run(plan: Plan, out_dir: Path, only: Iterable[str]) -> dict[str, Any]:
-    from django_zkflags.zkserver import ZooKeeperServer
+    from tests.support.zookeeper import ZooKeeperServer
 
     only = set(only)
     started = time.monotonic()

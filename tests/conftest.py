@@ -13,7 +13,7 @@ import pytest
 from django_zkflags import runtime
 from django_zkflags.cache import store
 from django_zkflags.snapshot import EMPTY
-from django_zkflags.zkserver import ZooKeeperError, ZooKeeperServer
+from tests.support.zookeeper import ZooKeeperError, ZooKeeperServer
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from django_zkflags.zkserver import ZooKeeperError, find_classpath, find_java
+from tests.support.zookeeper import ZooKeeperError, find_classpath, find_java
 from tests.conftest import require_zookeeper
 
 ROOT = Path(__file__).resolve().parent.parent

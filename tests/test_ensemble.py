@@ -38,7 +38,7 @@ from django_zkflags.conf import parse_url
 from django_zkflags.signals import flag_changed
 from django_zkflags.snapshot import EMPTY, decode_entries
 from django_zkflags.zk import FlagConflict, FlagWriteError, FlagWriter, ZooKeeperUnavailable
-from django_zkflags.zkserver import DEFAULT_JVM_FLAGS, ZooKeeperEnsemble, ZooKeeperError
+from tests.support.zookeeper import DEFAULT_JVM_FLAGS, ZooKeeperEnsemble, ZooKeeperError
 
 from .conftest import require_zookeeper, wait_until
 

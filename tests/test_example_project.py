@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from django_zkflags.zkserver import free_port
+from tests.support.zookeeper import free_port
 
 from .conftest import wait_until
 

@@ -22,7 +22,7 @@ from django_zkflags import flag_is_active_for_user, runtime
 from django_zkflags.cache import store
 from django_zkflags.conf import parse_url
 from django_zkflags.snapshot import EMPTY
-from django_zkflags.tcpproxy import TcpProxy
+from tests.support.tcpproxy import TcpProxy
 from django_zkflags.zk import FlagWriter, ZooKeeperUnavailable, make_client
 
 from .conftest import wait_until

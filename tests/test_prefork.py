@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from django_zkflags.tcpproxy import TcpProxy
+from tests.support.tcpproxy import TcpProxy
 
 from .conftest import IN_CI, wait_until
 

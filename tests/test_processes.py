@@ -24,7 +24,7 @@ import pytest
 
 from django_zkflags.runtime import FILE_HEADER
 from django_zkflags.snapshot import decode_entries
-from django_zkflags.zkserver import ZooKeeperServer
+from tests.support.zookeeper import ZooKeeperServer
 
 from .conftest import wait_until
 

@@ -24,10 +24,10 @@ from django_zkflags.conf import parse_url
 from django_zkflags.runtime import FILE_HEADER, FlagRuntime
 from django_zkflags.signals import flag_changed
 from django_zkflags.snapshot import EMPTY, decode_entries, encode_entries
-from django_zkflags.tcpproxy import TcpProxy
+from tests.support.tcpproxy import TcpProxy
 from django_zkflags.watcher import NodeWatch
 from django_zkflags.zk import FlagWriter
-from django_zkflags.zkserver import ZooKeeperServer
+from tests.support.zookeeper import ZooKeeperServer
 
 from .conftest import wait_until
 

@@ -9,7 +9,7 @@ from kazoo.client import KazooClient
 
 from django_zkflags import conf
 from django_zkflags.snapshot import decode_entries
-from django_zkflags.tcpproxy import TcpProxy
+from tests.support.tcpproxy import TcpProxy
 from django_zkflags.zk import FlagConflict, FlagWriter, ZooKeeperUnavailable, make_client
 
 from .conftest import wait_until

@@ -1,5 +1,5 @@
-"""Tests of the local ZooKeeper helpers (django_zkflags.zkserver) and the fault
-injection proxy (django_zkflags.tcpproxy), against real ZooKeeper servers.
+"""Tests of the local ZooKeeper helpers (tests.support.zookeeper) and the fault
+injection proxy (tests.support.tcpproxy), against real ZooKeeper servers.
 
 No Django needed: ``pytest tests/test_zkserver.py -p no:django``.
 
@@ -27,9 +27,9 @@ from kazoo.exceptions import (
 )
 from kazoo.retry import KazooRetry
 
-from django_zkflags import zkserver
-from django_zkflags.tcpproxy import TcpProxy
-from django_zkflags.zkserver import (
+from tests.support import zookeeper as zkserver
+from tests.support.tcpproxy import TcpProxy
+from tests.support.zookeeper import (
     ZooKeeperEnsemble,
     ZooKeeperNotInstalled,
     ZooKeeperServer,
@@ -508,7 +508,7 @@ def test_cli_runs_a_detached_persistent_node(
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "django_zkflags.zkserver", *args, "--dir", str(directory)],
+            [sys.executable, "-m", "tests.support.zookeeper", *args, "--dir", str(directory)],
             capture_output=True,
             text=True,
             env=env,

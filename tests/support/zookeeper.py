@@ -8,9 +8,9 @@ only; the server itself is the ZooKeeper jar run with ``java``.
 * :class:`ZooKeeperEnsemble` -- a quorum of nodes on loopback.
 * A command line for a persistent local node (used by the demo's Makefile)::
 
-      python -m django_zkflags.zkserver start  --dir .zk --port 2181
-      python -m django_zkflags.zkserver status --dir .zk
-      python -m django_zkflags.zkserver stop   --dir .zk
+      python -m tests.support.zookeeper start  --dir .zk --port 2181
+      python -m tests.support.zookeeper status --dir .zk
+      python -m tests.support.zookeeper stop   --dir .zk
 
 Where ZooKeeper comes from: the ``ZKFLAGS_ZOOKEEPER_CLASSPATH`` environment
 variable if set, else Debian/Ubuntu's ``zookeeper`` package
@@ -986,7 +986,7 @@ def _cli_status(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m django_zkflags.zkserver",
+        prog="python -m tests.support.zookeeper",
         description="Run a persistent local ZooKeeper node for development.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
