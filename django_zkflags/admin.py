@@ -1,12 +1,12 @@
 """The admin: edit flags in ZooKeeper, read their history.
 
 The change form starts from what ZooKeeper holds (not the database row) and remembers the
-znode version it showed; the save is refused if ZooKeeper moved on meanwhile.
+znode version it showed; the save is refused if ZooKeeper moved on meanwhile. Every change
+goes through :mod:`django_zkflags.services`.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from django import forms
@@ -20,12 +20,16 @@ from django.utils.translation import gettext_lazy as _
 
 from . import runtime, services
 from .cache import store
-from .models import Flag, FlagChange
-from .rules import InvalidFlag, validate_environments_document
-from .zk import FlagWriteError
+from .exceptions import FlagWriteError
+from .models import Flag, FlagChange, percent_from_row
+from .rules import FlagRule, InvalidFlag
+from .writer import ENVIRONMENTS
 
 
 class FlagForm(forms.ModelForm):
+    """Starts from what ZooKeeper holds (not the row) and remembers the znode version it
+    showed; :meth:`clean` turns the input into the rule that will be written."""
+
     zk_version_seen = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
     class Meta:
@@ -47,26 +51,44 @@ class FlagForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.zookeeper_error: str | None = None
+        self.rule: FlagRule | None = None
         instance = self.instance
         if instance.pk is None or self.is_bound:
             return
-        # Show what ZooKeeper holds, and remember its version for the save.
         try:
-            doc, version = services.runtime.writer().read_flag(instance.name)
+            stored = services.read_flag(instance.name)
         except FlagWriteError as exc:
             self.zookeeper_error = str(exc)
             self.initial["zk_version_seen"] = instance.zk_version
             return
-        if doc is None or "corrupt" in doc:
-            self.initial["zk_version_seen"] = version
-            return
-        self.initial["zk_version_seen"] = version
-        for key in ("note", "everyone", "superusers", "staff", "authenticated", "users", "groups"):
-            self.initial[key] = doc.get(key)
-        self.initial["value"] = doc.get("value")
-        self.initial["environments"] = doc.get("environments") or {}
-        percent = doc.get("percent")
-        self.initial["percent"] = None if percent is None else Decimal(str(round(percent, 1)))
+        self.initial["zk_version_seen"] = stored.version
+        if stored.rule is not None:
+            self.initial.update(Flag.values_from_rule(stored.rule))
+            self.initial["users"] = sorted(stored.rule.users)
+            self.initial["groups"] = sorted(stored.rule.groups)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        name = cleaned.get("name") or self.instance.name
+        try:
+            self.rule = FlagRule(
+                name,
+                everyone=cleaned.get("everyone"),
+                percent=percent_from_row(cleaned.get("percent")),
+                superusers=bool(cleaned.get("superusers")),
+                staff=bool(cleaned.get("staff")),
+                authenticated=bool(cleaned.get("authenticated")),
+                users=[u.pk for u in cleaned.get("users") or ()],
+                groups=[g.pk for g in cleaned.get("groups") or ()],
+                note=cleaned.get("note") or "",
+                value=cleaned.get("value"),
+                environments=cleaned.get("environments") or None,
+            )
+        except InvalidFlag as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return cleaned
 
 
 class EnvironmentsForm(forms.Form):
@@ -82,12 +104,6 @@ class EnvironmentsForm(forms.Form):
         ),
     )
     version_seen = forms.IntegerField(required=False, widget=forms.HiddenInput)
-
-    def clean_document(self) -> Any:
-        try:
-            return validate_environments_document(self.cleaned_data["document"])
-        except InvalidFlag as exc:
-            raise forms.ValidationError(str(exc)) from None
 
 
 @admin.register(Flag)
@@ -136,37 +152,31 @@ class FlagAdmin(admin.ModelAdmin):
             )
         return rule.summary()
 
-    # -- saving: database row, many-to-many, then one ZooKeeper write ----------------------
+    # -- saving: everything goes through services ------------------------------------------
 
     def save_model(self, request: Any, obj: Flag, form: Any, change: bool) -> None:
-        obj._zkflags_defer = True
-        try:
-            super().save_model(request, obj, form, change)
-        finally:
-            obj._zkflags_defer = False
-
-    def save_related(self, request: Any, form: Any, formsets: Any, change: bool) -> None:
-        form.instance._zkflags_defer = True
-        try:
-            super().save_related(request, form, formsets, change)
-        finally:
-            form.instance._zkflags_defer = False
-        expected = form.cleaned_data.get("zk_version_seen") if change else None
+        assert form.rule is not None
         services.save_flag(
-            form.instance,
+            form.rule,
+            expected_version=form.cleaned_data.get("zk_version_seen") if change else None,
             actor=request.user,
-            user_ids=[u.pk for u in form.cleaned_data.get("users") or ()],
-            group_ids=[g.pk for g in form.cleaned_data.get("groups") or ()],
-            expected_version=expected,
             source="admin",
         )
+        row = Flag.objects.get(name=form.rule.name)
+        obj.pk, obj.zk_version = row.pk, row.zk_version
+        obj._state.adding = False
+
+    def save_related(self, request: Any, form: Any, formsets: Any, change: bool) -> None:
+        pass  # services mirrored the many-to-many rows with the flag
 
     def delete_model(self, request: Any, obj: Flag) -> None:
-        obj.delete(actor=request.user)
+        services.delete_flag(
+            obj.name, expected_version=obj.zk_version, actor=request.user, source="admin"
+        )
 
     def delete_queryset(self, request: Any, queryset: Any) -> None:
         for obj in queryset:
-            obj.delete(actor=request.user)
+            self.delete_model(request, obj)
 
     def changeform_view(
         self, request: Any, object_id: Any = None, form_url: str = "", extra_context: Any = None
@@ -228,31 +238,40 @@ class FlagAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         can_change = self.has_change_permission(request)
-        writer = runtime.writer()
         if request.method == "POST":
             if not can_change:
                 raise PermissionDenied
             form = EnvironmentsForm(request.POST)
             if form.is_valid():
                 try:
-                    result = writer.write_environments(
-                        form.cleaned_data["document"], form.cleaned_data["version_seen"]
+                    services.save_environments(
+                        form.cleaned_data["document"],
+                        expected_version=form.cleaned_data["version_seen"],
+                        actor=request.user,
+                        source="admin",
                     )
+                except InvalidFlag as exc:
+                    form.add_error("document", str(exc))  # shown with what was typed
                 except FlagWriteError as exc:
                     self.message_user(request, str(exc), level=messages.ERROR)
                     return HttpResponseRedirect(request.get_full_path())
-                services.record(
-                    result,
-                    "created" if result.version == 0 else "changed",
-                    request.user,
-                    "admin",
-                )
-                self.message_user(request, _("Environments saved."))
-                return HttpResponseRedirect(request.get_full_path())
+                else:
+                    self.message_user(request, _("Environments saved."))
+                    return HttpResponseRedirect(request.get_full_path())
         else:
             try:
-                doc, version = writer.read_environments()
-            except (FlagWriteError, InvalidFlag) as exc:
+                stored = services.read_environments()
+                doc, version = stored.document, stored.version
+                if stored.error is not None:
+                    self.message_user(
+                        request,
+                        _(
+                            "The environments document in ZooKeeper is invalid (%s); saving replaces it."
+                        )
+                        % stored.error,
+                        level=messages.WARNING,
+                    )
+            except FlagWriteError as exc:
                 self.message_user(request, str(exc), level=messages.ERROR)
                 doc, version = {"parents": {}, "hosts": {}}, None
             form = EnvironmentsForm(initial={"document": doc, "version_seen": version})
@@ -263,7 +282,7 @@ class FlagAdmin(admin.ModelAdmin):
             "form": form,
             "can_change": can_change,
             "this_process": runtime.status(),
-            "history": FlagChange.objects.filter(flag_name="@environments")[:20],
+            "history": FlagChange.objects.filter(flag_name=ENVIRONMENTS)[:20],
         }
         return TemplateResponse(request, "admin/django_zkflags/environments.html", context)
 
@@ -305,7 +324,8 @@ class FlagAdmin(admin.ModelAdmin):
     # -- bulk actions ----------------------------------------------------------------------
 
     def _set_everyone(self, request: Any, queryset: Any, everyone: bool | None, label: str) -> None:
-        changes = services.set_everyone(queryset, everyone, actor=request.user)
+        names = [flag.name for flag in queryset]
+        changes = services.set_everyone(names, everyone, actor=request.user, source="admin action")
         self.message_user(
             request, _("%(n)d flag(s) %(what)s.") % {"n": len(changes), "what": label}
         )

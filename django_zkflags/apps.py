@@ -1,7 +1,35 @@
 from __future__ import annotations
 
+import os
+import sys
+
 from django.apps import AppConfig
 from django.utils.translation import gettext_lazy as _
+
+from . import conf
+
+MANAGE_PROGRAMS = ("manage.py", "django-admin", "django-admin.py", "__main__.py")
+
+
+def should_autostart(argv: list[str] | None = None) -> bool:
+    """Start the watcher in this process? Not for commands that never read flags
+    (``ZKFLAGS["SKIP_COMMANDS"]``), nor in runserver's autoreloader parent, which only
+    watches files while its child serves."""
+    if not conf.get("AUTOSTART"):
+        return False
+    argv = sys.argv if argv is None else argv
+    program = os.path.basename(argv[0]) if argv else ""
+    if program in MANAGE_PROGRAMS and len(argv) > 1:
+        command = argv[1]
+        if command in conf.get("SKIP_COMMANDS"):
+            return False
+        if (
+            command == "runserver"
+            and os.environ.get("RUN_MAIN") != "true"
+            and "--noreload" not in argv
+        ):
+            return False
+    return True
 
 
 class ZkFlagsConfig(AppConfig):
@@ -11,5 +39,8 @@ class ZkFlagsConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks, receivers, runtime  # noqa: F401  (registers checks, signals)
+        from .cache import store
 
-        runtime.autostart()
+        store.set_default_active(bool(conf.get("UNKNOWN_FLAG_ACTIVE")))
+        if should_autostart():
+            runtime.start()

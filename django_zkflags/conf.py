@@ -175,21 +175,13 @@ def snapshot_file_path() -> str | None:
     return str(value)
 
 
-_listeners: list[Any] = []
-
-
-def on_change(callback: Any) -> Any:
-    """Register ``callback()`` to run after ZKFLAGS or ZKFLAGS_URL changes."""
-    _listeners.append(callback)
-    return callback
-
-
-@receiver(setting_changed)
-def _clear_caches(*, setting: str, **kwargs: Any) -> None:
-    if setting not in ("ZKFLAGS", "ZKFLAGS_URL"):
-        return
+def clear_caches() -> None:
     get_url_string.cache_clear()
     get_url.cache_clear()
     get_config.cache_clear()
-    for callback in list(_listeners):
-        callback(setting)
+
+
+@receiver(setting_changed, dispatch_uid="zkflags-conf")
+def _clear_caches(*, setting: str, **kwargs: Any) -> None:
+    if setting in ("ZKFLAGS", "ZKFLAGS_URL"):
+        clear_caches()

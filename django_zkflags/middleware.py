@@ -8,7 +8,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 from . import conf
-from .api import ANONYMOUS_SALT, RequestFlags
+from .evaluation import ANONYMOUS_SALT, RequestFlags
 
 
 class FlagMiddleware:

@@ -1,13 +1,15 @@
 """Django models: the admin's front end to ZooKeeper, and the audit log.
 
 ZooKeeper holds the truth. A ``Flag`` row mirrors one flag znode (``zk_version`` is the
-znode version it mirrors); every save or delete goes to ZooKeeper first, inside the
-database transaction, so a refused write leaves the database as it was. ``FlagChange``
-rows are written for every change that reached ZooKeeper, by :mod:`django_zkflags.services`.
+znode version it mirrors); :meth:`Flag.to_rule` and :meth:`Flag.values_from_rule` are the
+one mapping between a row and a rule. Rows are written by :mod:`django_zkflags.services`
+only; an ORM ``save()``/``delete()`` or many-to-many edit reaches it through the signal
+receivers in :mod:`django_zkflags.receivers`. ``FlagChange`` is the audit log.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -102,63 +104,55 @@ class Flag(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def save(self, *args: Any, actor: Any = None, **kwargs: Any) -> None:
-        """Save to ZooKeeper (from ``zk_version``) and the database, with an audit row.
-
-        The admin defers the ZooKeeper write until the many-to-many fields are saved too
-        (``_zkflags_defer`` set); everything else goes through here.
-        """
-        from . import services
-
-        loaded = getattr(self, "_loaded_name", None)
-        if loaded is not None and loaded != self.name:
-            raise ValidationError({"name": _("A flag cannot be renamed; create a new one.")})
-        if getattr(self, "_zkflags_defer", False):
-            super().save(*args, **kwargs)
-            return
-        services.save_flag(
-            self, actor=actor, save_row=lambda: super(Flag, self).save(*args, **kwargs)
-        )
-
-    def delete(self, *args: Any, actor: Any = None, **kwargs: Any) -> Any:
-        from . import services
-
-        return services.delete_flag(
-            self, actor=actor, delete_row=lambda: super(Flag, self).delete(*args, **kwargs)
-        )
-
     @classmethod
     def from_db(cls, db: Any, field_names: Any, values: Any) -> Flag:
         instance = super().from_db(db, field_names, values)
-        instance._loaded_name = instance.__dict__.get("name")
+        if "name" in instance.__dict__:
+            instance.remember_name()
         return instance
 
-    def clean(self) -> None:
-        super().clean()
+    def remember_name(self) -> None:
+        """The name this row is stored under (to refuse a rename later)."""
+        self._loaded_name = self.name
+
+    def check_not_renamed(self) -> None:
         loaded = getattr(self, "_loaded_name", None)
         if loaded is not None and loaded != self.name:
             raise ValidationError({"name": _("A flag cannot be renamed; create a new one.")})
+
+    def clean(self) -> None:
+        super().clean()
+        self.check_not_renamed()
         if self.name in (".", ".."):  # the regex allows them; ZooKeeper paths do not
             raise ValidationError({"name": _("'.' and '..' cannot be flag names.")})
         try:
             freeze_value(self.value)
         except InvalidFlag as exc:
             raise ValidationError({"value": str(exc)}) from None
+        except RecursionError:
+            raise ValidationError({"value": _("The value is nested too deeply.")}) from None
         try:
             validate_environments(self.environments, self.name or "flag")
         except InvalidFlag as exc:
             raise ValidationError({"environments": str(exc)}) from None
+        except RecursionError:
+            raise ValidationError({"environments": _("Nested too deeply.")}) from None
 
-    def document(self, user_ids: Any = None, group_ids: Any = None) -> dict[str, Any]:
-        """The flag as ZooKeeper stores it. M2M ids are read from the database if not given."""
+    # -- the one mapping between a row and a rule ------------------------------------------
+
+    def to_rule(
+        self, user_ids: Iterable[int] | None = None, group_ids: Iterable[int] | None = None
+    ) -> FlagRule:
+        """The rule this row describes (raises InvalidFlag). Many-to-many ids are read from
+        the database unless given."""
         if user_ids is None:
-            user_ids = list(self.users.values_list("pk", flat=True)) if self.pk else []
+            user_ids = self.users.values_list("pk", flat=True) if self.pk else ()
         if group_ids is None:
-            group_ids = list(self.groups.values_list("pk", flat=True)) if self.pk else []
+            group_ids = self.groups.values_list("pk", flat=True) if self.pk else ()
         return FlagRule(
             self.name,
             everyone=self.everyone,
-            percent=float(self.percent) if self.percent is not None else None,
+            percent=percent_from_row(self.percent),
             superusers=self.superusers,
             staff=self.staff,
             authenticated=self.authenticated,
@@ -167,7 +161,57 @@ class Flag(models.Model):
             note=self.note,
             value=self.value,
             environments=self.environments or None,
-        ).to_document()
+        )
+
+    @staticmethod
+    def values_from_rule(rule: FlagRule) -> dict[str, Any]:
+        """The column values of a row mirroring ``rule`` (not the many-to-many ones)."""
+        doc = rule.to_document()
+        return {
+            "note": rule.note,
+            "everyone": rule.everyone,
+            "percent": percent_to_row(rule.percent),
+            "superusers": rule.superusers,
+            "staff": rule.staff,
+            "authenticated": rule.authenticated,
+            "value": doc.get("value"),
+            "environments": doc.get("environments") or {},
+        }
+
+    def mirrors(self, rule: FlagRule, version: int | None) -> bool:
+        """Does this row (with its many-to-many rows) mirror ``rule`` at ``version``? The
+        row keeps percentages to one decimal: a znode written by other means with more
+        decimals still counts as mirrored."""
+        if self.zk_version != version:
+            return False
+        try:
+            mine = self.to_rule().to_document()
+        except InvalidFlag:
+            return False
+        theirs = rule.to_document()
+        if theirs.get("percent") is not None:
+            theirs["percent"] = round(theirs["percent"], 1)
+        return mine == theirs
+
+
+def percent_from_row(value: Any) -> float | None:
+    """The row's percent as a rule takes it. The column keeps one decimal: more would be
+    written to ZooKeeper and lost in the row (endless drift), so it is refused."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
+        raise InvalidFlag(f"Percent must be a number from 0 to 100, got {value!r}")
+    try:
+        exact = Decimal(str(value))
+    except ArithmeticError:
+        raise InvalidFlag(f"Percent must be a number from 0 to 100, got {value!r}") from None
+    if not exact.is_finite() or exact != exact.quantize(Decimal("0.1"), rounding="ROUND_HALF_EVEN"):
+        raise InvalidFlag(f"Percent takes at most one decimal, got {value}")
+    return float(exact)
+
+
+def percent_to_row(value: float | None) -> Decimal | None:
+    return None if value is None else Decimal(str(round(value, 1)))
 
 
 class FlagChange(models.Model):
@@ -177,11 +221,13 @@ class FlagChange(models.Model):
     CHANGED = "changed"
     DELETED = "deleted"
     REPAIRED = "repaired"
+    RESTORED = "restored"
     ACTIONS = (
         (CREATED, _("created")),
         (CHANGED, _("changed")),
         (DELETED, _("deleted")),
         (REPAIRED, _("repaired from ZooKeeper")),
+        (RESTORED, _("restored to ZooKeeper")),
     )
 
     flag_name = models.CharField(_("flag"), max_length=NAME_MAX_LENGTH, db_index=True)

@@ -311,11 +311,6 @@ class FlagRule:
         rule.environments = self.environments
         return rule
 
-    def with_everyone(self, everyone: bool | None) -> FlagRule:
-        doc = self.to_document()
-        doc["everyone"] = everyone
-        return FlagRule.from_document(doc)
-
     def is_active(
         self,
         user: Any,

@@ -1,8 +1,9 @@
-"""One ZooKeeper connection and one snapshot watch per process, and their lifecycle.
+"""The process's one ZooKeeper client and one snapshot watch, and their lifecycle.
 
-Started by ``AppConfig.ready`` (see :func:`autostart`), restarted in a forked child,
-closed with a bound when the interpreter exits, and re-pointed when ``ZKFLAGS_URL``
-changes under ``override_settings``.
+Started by ``AppConfig.ready`` (see :mod:`django_zkflags.apps`), started again in a forked
+child, closed with a bound when the interpreter exits, and re-pointed when ``ZKFLAGS_URL``
+changes under ``override_settings``. Data flows one way: the watch hands snapshot bytes
+to :meth:`FlagRuntime._on_snapshot`, which compiles them and publishes to the cache.
 """
 
 from __future__ import annotations
@@ -10,15 +11,19 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import sys
-import tempfile
 import threading
 from typing import Any
 
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from kazoo.protocol.states import ZnodeStat
 
 from . import conf
 from .cache import store
+from .client import Paths, Requests, acl_for, gevent_patched, make_client
+from .diskcopy import SnapshotFile
+from .kazoo_compat import abandon_in_forked_child, forget_exit_hook
+from .reader import TreeReader
 from .snapshot import (
     EMPTY,
     Snapshot,
@@ -28,11 +33,9 @@ from .snapshot import (
     resolve_environment,
 )
 from .watcher import NodeWatch
-from .zk import FlagWriter, Paths, gevent_patched, make_client
+from .writer import FlagWriter
 
 log = logging.getLogger("django_zkflags")
-
-FILE_HEADER = b"zkflags-snapshot-file 1 "
 
 
 class FlagRuntime:
@@ -46,13 +49,13 @@ class FlagRuntime:
             session_timeout=float(conf.get("SESSION_TIMEOUT")),
             reconnect_max_delay=float(conf.get("RECONNECT_MAX_DELAY")),
         )
-        self.snapshot_file = conf.snapshot_file_path()
+        path = conf.snapshot_file_path()
+        self.snapshot_file = SnapshotFile(path) if path else None
         self.watch: NodeWatch | None = None
         self.loaded = threading.Event()  # set once a snapshot came from ZooKeeper
         self.last_error: str | None = None
         self.pid = os.getpid()
         self._started = False
-        self._writer: FlagWriter | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -97,42 +100,32 @@ class FlagRuntime:
         closer.start()
         closer.join(timeout)
         if closer.is_alive():
-            # kazoo registered its handler's stop with atexit; it would wait for the same
-            # threads we just gave up on.
-            atexit.unregister(self.client.handler.stop)
+            forget_exit_hook(self.client)
             log.warning("ZooKeeper client did not close within %.1fs; leaving it", timeout)
 
     def abandon(self) -> None:
-        """Forget this runtime in a forked child without touching the parent's session.
-
-        Threads do not survive fork(), but greenlets do: under gevent the parent's
-        connection loop is still scheduled in the child and would read (and ping on) the
-        socket it shares with the parent, stealing the parent's replies. Kill it before it
-        runs again; it only closes this process's copy of the socket, which leaves the
-        parent's connection open.
-        """
-        atexit.unregister(self.client.handler.stop)
-        connection = getattr(self.client, "_connection", None)
-        routine = getattr(connection, "_connection_routine", None)
-        if routine is not None and hasattr(routine, "kill"):  # a gevent Greenlet
-            self.client._stopped.set()  # so that it does not reconnect with our session
-            routine.kill(block=False)
+        """Forget this runtime in a forked child without touching the parent's session."""
+        abandon_in_forked_child(self.client)
         self.watch = None
 
-    # -- writes ----------------------------------------------------------------------------
+    # -- editors' access (services) --------------------------------------------------------
+
+    def requests(self) -> Requests:
+        self.connect()
+        return Requests(self.client, self.url, float(conf.get("WRITE_TIMEOUT")))
+
+    def reader(self) -> TreeReader:
+        return TreeReader(self.requests(), self.paths)
 
     def writer(self) -> FlagWriter:
-        self.connect()
-        if self._writer is None:
-            self._writer = FlagWriter(
-                self.client,
-                self.url,
-                timeout=float(conf.get("WRITE_TIMEOUT")),
-                max_bytes=int(conf.get("MAX_WRITE_BYTES")),
-            )
-        return self._writer
+        return FlagWriter(
+            self.requests(),
+            self.paths,
+            acl_for(self.url),
+            max_bytes=int(conf.get("MAX_WRITE_BYTES")),
+        )
 
-    # -- snapshot handling (watch thread) --------------------------------------------------
+    # -- snapshots (the watch's thread) ----------------------------------------------------
 
     def _compile(self, data: bytes | None, zxid: int, source: str) -> Snapshot:
         """Decode and compile snapshot bytes for this process's environment.
@@ -166,46 +159,29 @@ class FlagRuntime:
         store.publish(snapshot)
         self.last_error = None
         self.loaded.set()
-        # No snapshot node yet is "no flags": store it in a form load_file() accepts.
-        self._save_file(data if data is not None else encode_entries({}), zxid)
-
-    def _save_file(self, data: bytes, zxid: int) -> None:
-        path = self.snapshot_file
-        if not path:
-            return
-        try:
-            directory = os.path.dirname(os.path.abspath(path))
-            fd, tmp = tempfile.mkstemp(prefix=".zkflags-", dir=directory)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(FILE_HEADER + str(zxid).encode() + b"\n" + data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)  # atomic: readers see the old or the new file
-            except BaseException:
-                os.unlink(tmp)
-                raise
-        except OSError as exc:
-            log.warning("Could not write the snapshot file %s: %s", path, exc)
+        if self.snapshot_file is not None:
+            # No snapshot node yet is "no flags": keep it in a form load_file() accepts.
+            self.snapshot_file.save(data if data is not None else _EMPTY_PAYLOAD, zxid)
 
     def load_file(self) -> bool:
         """Serve the last-known snapshot from disk until ZooKeeper answers."""
-        path = self.snapshot_file
-        if not path or not os.path.exists(path):
+        if self.snapshot_file is None:
             return False
+        found = self.snapshot_file.load()
+        if found is None:
+            return False
+        data, zxid = found
         try:
-            with open(path, "rb") as fh:
-                raw = fh.read()
-            header, _, data = raw.partition(b"\n")
-            if not header.startswith(FILE_HEADER):
-                raise ValueError("not a zkflags snapshot file")
-            zxid = int(header[len(FILE_HEADER) :])
             snapshot = self._compile(data, zxid, "file")
-        except (OSError, ValueError) as exc:
-            log.warning("Ignoring the snapshot file %s: %s", path, exc)
+        except ValueError as exc:
+            log.warning("Ignoring the snapshot file %s: %s", self.snapshot_file.path, exc)
             return False
         store.publish(snapshot)
-        log.info("Serving %d flags from %s until ZooKeeper answers", len(snapshot), path)
+        log.info(
+            "Serving %d flags from %s until ZooKeeper answers",
+            len(snapshot),
+            self.snapshot_file.path,
+        )
         return True
 
     def status(self) -> dict[str, Any]:
@@ -225,10 +201,12 @@ class FlagRuntime:
             "environment_chain": list(snapshot.chain),
             "invalid_flags": dict(snapshot.errors),
             "last_error": self.last_error or (watch.last_error if watch else None),
-            "snapshot_file": self.snapshot_file,
+            "snapshot_file": self.snapshot_file.path if self.snapshot_file else None,
             "pid": self.pid,
         }
 
+
+_EMPTY_PAYLOAD = encode_entries({})
 
 _lock = threading.RLock()
 _runtime: FlagRuntime | None = None
@@ -268,10 +246,6 @@ def stop(timeout: float = 2.0) -> None:
         runtime.close(timeout)
 
 
-def writer() -> FlagWriter:
-    return get_runtime().writer()
-
-
 def status() -> dict[str, Any]:
     with _lock:
         runtime = _runtime
@@ -279,32 +253,6 @@ def status() -> dict[str, Any]:
         snapshot = store.base
         return {"watching": False, "flags": len(snapshot.flags), "source": snapshot.source}
     return runtime.status()
-
-
-def should_autostart(argv: list[str] | None = None) -> bool:
-    if not conf.get("AUTOSTART"):
-        return False
-    argv = sys.argv if argv is None else argv
-    program = os.path.basename(argv[0]) if argv else ""
-    if program in ("manage.py", "django-admin", "django-admin.py", "__main__.py") and len(argv) > 1:
-        command = argv[1]
-        if command in conf.get("SKIP_COMMANDS"):
-            return False
-        # runserver's autoreloader parent only watches files; its child serves.
-        if (
-            command == "runserver"
-            and os.environ.get("RUN_MAIN") != "true"
-            and "--noreload" not in argv
-        ):
-            return False
-    return True
-
-
-def autostart() -> None:
-    """Called from AppConfig.ready."""
-    store.set_default_active(bool(conf.get("UNKNOWN_FLAG_ACTIVE")))
-    if should_autostart():
-        start()
 
 
 def _after_fork_in_child() -> None:
@@ -328,7 +276,11 @@ def _after_fork_in_child() -> None:
                 start(wait=0)
 
 
-def _on_settings_changed(setting: str) -> None:
+@receiver(setting_changed, dispatch_uid="zkflags-runtime-settings")
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting not in ("ZKFLAGS", "ZKFLAGS_URL"):
+        return
+    conf.clear_caches()  # receivers run in connection order: do not rely on conf's first
     store.set_default_active(bool(conf.get("UNKNOWN_FLAG_ACTIVE")))
     if setting != "ZKFLAGS_URL":
         with _lock:
@@ -349,5 +301,4 @@ def _shutdown() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-conf.on_change(_on_settings_changed)
 atexit.register(_shutdown)

@@ -1,38 +1,471 @@
-"""Writes from Django to ZooKeeper, each with its audit row.
+"""The one write path. Every change of a flag or of the environments document goes through
+here: the admin's forms and list actions, ORM saves, deletes and many-to-many edits
+(through :mod:`django_zkflags.receivers`), the management command and repairs. In this
+order:
 
-Every path that changes a flag (admin form, admin action, ORM ``save()``/``delete()``,
-many-to-many changes, management command) ends here. The order inside one database
-transaction is: database row, ZooKeeper write (the point of no return), audit row. A
-refused ZooKeeper write raises :class:`~django_zkflags.zk.FlagWriteError` and the
-transaction rolls back, so the database is unchanged and no audit row is written.
+1. **validate once**: the change is a :class:`~django_zkflags.rules.FlagRule` (or a
+   validated environments document) before anything leaves the process;
+2. **one ZooKeeper multi()**: the changed znode, from the version the editor started from,
+   with the snapshot (:mod:`django_zkflags.writer`). A change that changes nothing is not
+   written, mirrored or audited;
+3. **the row mirror**: the admin's ``Flag`` row and its many-to-many rows are made to
+   mirror what ZooKeeper now holds, without sending model signals;
+4. **the audit row** (``FlagChange``).
+
+Steps 3 and 4 share one database transaction, after the ZooKeeper commit. A refusal at
+step 1 or 2 changes nothing anywhere. ZooKeeper is the truth: should the database fail
+after step 2, the change is live and ``manage.py zkflags check`` reports the row that does
+not mirror it (``repair`` mirrors it). The one exception to step 3 is an ORM ``save()``:
+Django writes that row itself, right after :func:`push_row` returned.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+import contextlib
+import getpass
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.db import router, transaction
+from django.utils import timezone
 
 from . import runtime
-from .rules import FlagRule
-from .zk import FlagWriteError, WriteResult
+from .exceptions import FlagWriteError
+from .models import Flag, FlagChange
+from .reader import StoredEnvironments, StoredFlag, StoredSnapshot
+from .rules import FlagRule, InvalidFlag, validate_environments_document, validate_name
+from .snapshot import CorruptSnapshot
+from .writer import ENVIRONMENTS, WriteResult
 
-if TYPE_CHECKING:
-    from .models import Flag, FlagChange
+#: Who made a change: a Django user, a name (a command's OS user), or None (the system).
+Actor = Any
 
-_UNSET: Any = object()
-
-
-def _actor_fields(actor: Any) -> dict[str, Any]:
-    if actor is None or not getattr(actor, "is_authenticated", False):
-        return {"user": None, "username": ""}
-    return {"user": actor, "username": actor.get_username()}
+_acting_as: ContextVar[Actor] = ContextVar("zkflags_actor", default=None)
 
 
-def record(result: WriteResult, action: str, actor: Any = None, source: str = "") -> FlagChange:
-    from .models import FlagChange
+@contextlib.contextmanager
+def acting_as(actor: Actor) -> Iterator[None]:
+    """Audit ORM changes made inside the block as ``actor``'s::
 
+        with acting_as(request.user):
+            flag.save()
+            flag.users.add(user)
+    """
+    token = _acting_as.set(actor)
+    try:
+        yield
+    finally:
+        _acting_as.reset(token)
+
+
+# -- reads (editors start from what ZooKeeper holds) ----------------------------------------
+
+
+def read_flag(name: str) -> StoredFlag:
+    return runtime.get_runtime().reader().flag(name)
+
+
+def read_environments() -> StoredEnvironments:
+    return runtime.get_runtime().reader().environments()
+
+
+def read_snapshot() -> StoredSnapshot:
+    """Raises CorruptSnapshot when the snapshot znode is unreadable."""
+    return runtime.get_runtime().reader().snapshot()
+
+
+def current_actor() -> Actor:
+    """The actor set by :func:`acting_as` around ORM changes (None outside it)."""
+    return _acting_as.get()
+
+
+def command_actor() -> str:
+    """Who runs a management command: the operating system's user."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
+
+
+# -- flags ------------------------------------------------------------------------------------
+
+
+def save_flag(
+    rule: FlagRule,
+    *,
+    expected_version: int | None,
+    actor: Actor = None,
+    source: str,
+) -> FlagChange | None:
+    """Create (``expected_version=None``) or change a flag from the version the editor
+    started from. Returns the audit row, or None when nothing changed."""
+    result = runtime.get_runtime().writer().write_flag(rule, expected_version)
+    if not result.changed:
+        return None
+    with _atomic():
+        _mirror(rule, result.version)
+        return _record(result, "created" if expected_version is None else "changed", actor, source)
+
+
+def delete_flag(
+    name: str, *, expected_version: int | None, actor: Actor = None, source: str
+) -> FlagChange | None:
+    """Delete a flag from the version the editor started from, and its row. A row that
+    mirrors no znode (``expected_version`` None) is deleted only if ZooKeeper has no such
+    flag either."""
+    validate_name(name)
+    if expected_version is None:
+        stored = read_flag(name)
+        if stored.exists:
+            raise FlagWriteError(
+                f"Flag {name!r} exists in ZooKeeper but this row does not know its version; "
+                "reload it before deleting."
+            )
+        with _atomic():
+            _delete_row(name)
+        return None
+    result = runtime.get_runtime().writer().delete_flag(name, expected_version)
+    with _atomic():
+        _delete_row(name)
+        return _record(result, "deleted", actor, source)
+
+
+def update_flag(
+    name: str,
+    change: Callable[[dict[str, Any]], dict[str, Any]],
+    *,
+    actor: Actor = None,
+    source: str,
+) -> FlagChange | None:
+    """Change one flag from what ZooKeeper holds now: ``change`` gets its document (a
+    missing or invalid znode starts from the admin row, else from an empty rule) and
+    returns the new one, which is validated and saved from the version read."""
+    stored = read_flag(name)
+    doc = stored.document()
+    if doc is None:
+        row = Flag.objects.filter(name=name).first()
+        doc = (row.to_rule() if row is not None else FlagRule(name)).to_document()
+    rule = FlagRule.from_document(change(dict(doc)), name=name)
+    return save_flag(rule, expected_version=stored.version, actor=actor, source=source)
+
+
+def set_everyone(
+    names: Iterable[str], everyone: bool | None, *, actor: Actor = None, source: str
+) -> list[FlagChange]:
+    """Switch flags on or off for everyone, or back to their rules (bulk admin actions)."""
+    changes = (
+        update_flag(name, lambda doc: {**doc, "everyone": everyone}, actor=actor, source=source)
+        for name in names
+    )
+    return [change for change in changes if change is not None]
+
+
+# -- rows changed through the ORM (signal receivers) -----------------------------------------
+
+
+def push_row(row: Flag, *, source: str = "orm") -> FlagChange | None:
+    """An ORM ``save()`` of ``row``: write the rule it describes from the version it
+    mirrors (its many-to-many rows as the database has them). Sets ``row.zk_version``;
+    Django writes the row itself afterwards."""
+    row.check_not_renamed()
+    rule = row.to_rule()
+    result = runtime.get_runtime().writer().write_flag(rule, row.zk_version)
+    row.zk_version = result.version
+    row.remember_name()
+    if not result.changed:
+        return None
+    with _atomic():
+        if row.pk is not None:
+            Flag.objects.filter(pk=row.pk).update(zk_version=result.version)
+        action = "created" if result.before is None else "changed"
+        return _record(result, action, current_actor(), source)
+
+
+def push_links(flag_pks: Iterable[int], *, source: str = "orm m2m") -> None:
+    """Many-to-many rows of these flags changed through the ORM: write each flag's rule
+    as its row now describes it (nothing is written for a flag that did not change)."""
+    for row in Flag.objects.filter(pk__in=list(flag_pks)):
+        push_row(row, source=source)
+
+
+def flags_listing(kind: str, pk: int) -> list[int]:
+    """The pks of the rows of flags whose ZooKeeper rule lists user (``kind="users"``) or
+    group (``"groups"``) ``pk``."""
+    names = [name for name, entry in read_snapshot().flags.items() if pk in (entry.get(kind) or ())]
+    return list(Flag.objects.filter(name__in=names).values_list("pk", flat=True))
+
+
+def remove_member(kind: str, pk: int, *, source: str) -> list[FlagChange]:
+    """A user (``kind="users"``) or group (``"groups"``) is being deleted: take it out of
+    every flag that lists it, its environment overrides included. Only flags whose rows
+    link it are read (the database knows them for free); ``check`` finds the others."""
+    names = Flag.objects.filter(**{f"{kind}__pk": pk}).values_list("name", flat=True)
+
+    def without(doc: dict[str, Any]) -> dict[str, Any]:
+        return _without_member(doc, kind, pk)
+
+    changes = (update_flag(name, without, source=source) for name in list(names))
+    return [change for change in changes if change is not None]
+
+
+def _without_member(doc: dict[str, Any], kind: str, pk: int) -> dict[str, Any]:
+    doc = {**doc, kind: [i for i in doc.get(kind) or [] if i != pk]}
+    environments = doc.get("environments")
+    if environments:
+        doc["environments"] = {
+            env: (
+                {**override, kind: [i for i in override[kind] or [] if i != pk]}
+                if kind in override
+                else override
+            )
+            for env, override in environments.items()
+        }
+    return doc
+
+
+# -- environments ---------------------------------------------------------------------------
+
+
+def save_environments(
+    doc: Any, *, expected_version: int | None, actor: Actor = None, source: str
+) -> FlagChange | None:
+    """Replace the environments document (parents, pegged hosts) from the version the
+    editor read. Returns the audit row, or None when nothing changed."""
+    doc = validate_environments_document(doc)
+    result = runtime.get_runtime().writer().write_environments(doc, expected_version)
+    if not result.changed:
+        return None
+    with _atomic():
+        return _record(result, "created" if expected_version is None else "changed", actor, source)
+
+
+def update_environments(
+    change: Callable[[dict[str, Any]], dict[str, Any]], *, actor: Actor = None, source: str
+) -> FlagChange | None:
+    stored = read_environments()
+    if stored.error is not None:
+        raise InvalidFlag(
+            f"The environments document in ZooKeeper is invalid ({stored.error}); replace it "
+            "whole (the admin's Environments page, or 'zkflags env --replace FILE')."
+        )
+    return save_environments(
+        change(dict(stored.document)),
+        expected_version=stored.version,
+        actor=actor,
+        source=source,
+    )
+
+
+# -- check and repair -----------------------------------------------------------------------
+
+
+@dataclass
+class Drift:
+    """What ``check`` found: each problem with the flag it concerns."""
+
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (name, what)
+    nodes: dict[str, FlagRule] = field(default_factory=dict)  # valid flag znodes
+    versions: dict[str, int] = field(default_factory=dict)
+    invalid: dict[str, str] = field(default_factory=dict)  # invalid flag znodes
+    rows: dict[str, Flag] = field(default_factory=dict)
+
+    def add(self, name: str, what: str) -> None:
+        self.problems.append((name, what))
+
+    @property
+    def orphan_rows(self) -> list[str]:
+        """Rows that mirror a znode ZooKeeper does not have."""
+        return sorted(set(self.rows) - set(self.nodes) - set(self.invalid))
+
+    @property
+    def zookeeper_lost_data(self) -> bool:
+        """No flag znode at all, while rows say ZooKeeper had some: a wiped ensemble, a
+        deleted root, or ZKFLAGS_URL pointing at the wrong place - not drift."""
+        return (
+            not self.nodes
+            and not self.invalid
+            and any(row.zk_version is not None for row in self.rows.values())
+        )
+
+
+def check() -> Drift:
+    """Compare the flag znodes, the snapshot and the admin's rows."""
+    reader = runtime.get_runtime().reader()
+    drift = Drift()
+    entries, drift.invalid = reader.flag_entries()
+    for name, entry in entries.items():
+        drift.versions[name] = entry["version"]
+        drift.nodes[name] = FlagRule.from_document(entry, name=name)
+    for name, error in drift.invalid.items():
+        drift.add(name, f"flag znode is invalid: {error}")
+    try:
+        snapshot = reader.snapshot()
+        if snapshot.version is None and (entries or drift.invalid):
+            drift.add("(snapshot)", "the snapshot znode is missing")
+        for name in sorted(set(entries) | set(snapshot.flags)):
+            if name not in drift.invalid and entries.get(name) != snapshot.flags.get(name):
+                drift.add(name, "snapshot differs from the flag znode")
+    except CorruptSnapshot as exc:
+        drift.add("(snapshot)", str(exc))
+    environments = reader.environments()
+    if environments.error is not None:
+        drift.add("(environments)", f"the environments document is invalid: {environments.error}")
+    drift.rows = {f.name: f for f in Flag.objects.prefetch_related("users", "groups")}
+    if drift.zookeeper_lost_data:
+        drift.add(
+            "(zookeeper)",
+            f"ZooKeeper holds no flags under {reader.paths.root} but {len(drift.rows)} admin "
+            "row(s) mirror flags it had: it lost its data, or ZKFLAGS_URL points elsewhere. "
+            "'manage.py zkflags restore' writes the rows back.",
+        )
+        return drift
+    for name in sorted(set(drift.rows) | set(entries)):
+        row, rule = drift.rows.get(name), drift.nodes.get(name)
+        if row is None:
+            drift.add(name, "in ZooKeeper but has no admin row")
+        elif rule is None:
+            if name not in drift.invalid:
+                drift.add(name, "admin row but not in ZooKeeper")
+        elif not row.mirrors(rule, drift.versions[name]):
+            drift.add(
+                name,
+                f"admin row (v{row.zk_version}) differs from ZooKeeper (v{drift.versions[name]})",
+            )
+    return drift
+
+
+@dataclass
+class RepairReport:
+    invalid: dict[str, str]  # flag znodes left as they were in the snapshot
+    mirrored: list[str]  # rows made to mirror ZooKeeper
+    deleted_rows: list[str]  # rows without a znode, deleted (only when asked)
+    orphan_rows: list[str]  # rows without a znode, kept
+
+
+def repair(*, delete_orphan_rows: bool = False) -> RepairReport:
+    """Rebuild the snapshot from the flag znodes and make the rows mirror ZooKeeper, each
+    change audited as "repaired". Rows whose znode is gone are kept unless
+    ``delete_orphan_rows``; when ZooKeeper lost everything, nothing is done (use
+    :func:`restore`)."""
+    drift = check()
+    if drift.zookeeper_lost_data:
+        raise FlagWriteError(next(what for name, what in drift.problems if name == "(zookeeper)"))
+    invalid = runtime.get_runtime().writer().rebuild_snapshot()
+    mirrored: list[str] = []
+    deleted: list[str] = []
+    with _atomic():
+        for name, rule in sorted(drift.nodes.items()):
+            row, version = drift.rows.get(name), drift.versions[name]
+            if row is not None and row.mirrors(rule, version):
+                continue
+            before = _row_document(row)
+            _mirror(rule, version)
+            _record(
+                WriteResult(name, version, before, rule.to_document()), "repaired", None, "repair"
+            )
+            mirrored.append(name)
+        for name in drift.orphan_rows if delete_orphan_rows else ():
+            before = _row_document(drift.rows[name])
+            _delete_row(name)
+            _record(WriteResult(name, None, before, None), "repaired", None, "repair")
+            deleted.append(name)
+    orphans = [] if delete_orphan_rows else drift.orphan_rows
+    return RepairReport(invalid, mirrored, deleted, orphans)
+
+
+def restore(*, actor: Actor = None, names: Iterable[str] | None = None) -> list[FlagChange]:
+    """Write the admin's rows back to ZooKeeper, for flags ZooKeeper does not have (it lost
+    its data, or a flag znode was deleted by hand). Each is created from its row's rule,
+    audited as "restored"."""
+    reader = runtime.get_runtime().reader()
+    present = set(reader.flag_names())
+    wanted = set(names) if names is not None else None
+    restored: list[FlagChange] = []
+    for row in Flag.objects.prefetch_related("users", "groups").order_by("name"):
+        if row.name in present or (wanted is not None and row.name not in wanted):
+            continue
+        rule = row.to_rule()
+        result = runtime.get_runtime().writer().write_flag(rule, None)
+        with _atomic():
+            _mirror(rule, result.version)
+            restored.append(_record(result, "restored", actor, "restore"))
+    return restored
+
+
+# -- rows and audit (inside the database transaction) ---------------------------------------
+
+
+def _atomic() -> Any:
+    return transaction.atomic(using=router.db_for_write(Flag))
+
+
+def _mirror(rule: FlagRule, version: int | None) -> Flag:
+    """Make the row of ``rule`` (and its many-to-many rows) mirror it at ``version``.
+
+    Written with ``update()``, ``bulk_create()`` and the through tables, which send no
+    model signals: the receivers that push ORM edits to ZooKeeper stay out of it.
+    """
+    values = {**Flag.values_from_rule(rule), "zk_version": version, "modified": timezone.now()}
+    if not Flag.objects.filter(name=rule.name).update(**values):
+        Flag.objects.bulk_create([Flag(name=rule.name, **values)])
+    row = Flag.objects.get(name=rule.name)
+    _set_links(row, "users", get_user_model(), rule.users)
+    _set_links(row, "groups", Group, rule.groups)
+    return row
+
+
+def _set_links(row: Flag, field_name: str, target: Any, ids: Iterable[int]) -> None:
+    m2m = Flag._meta.get_field(field_name)
+    through = m2m.remote_field.through  # type: ignore[union-attr]
+    source_fk, target_fk = m2m.m2m_field_name(), m2m.m2m_reverse_field_name()  # type: ignore[union-attr]
+    # ZooKeeper may list ids the database does not have (deleted users): skip those.
+    wanted = set(target.objects.filter(pk__in=list(ids)).values_list("pk", flat=True))
+    linked = set(
+        through.objects.filter(**{source_fk: row.pk}).values_list(f"{target_fk}_id", flat=True)
+    )
+    if linked - wanted:
+        through.objects.filter(
+            **{source_fk: row.pk, f"{target_fk}_id__in": linked - wanted}
+        ).delete()
+    through.objects.bulk_create(
+        [through(**{f"{source_fk}_id": row.pk, f"{target_fk}_id": pk}) for pk in wanted - linked]
+    )
+
+
+def _delete_row(name: str) -> None:
+    """Delete the row of ``name`` and its many-to-many rows, sending no model signals
+    (``QuerySet.delete()`` would send ``pre_delete``, which pushes ORM deletes)."""
+    pks = list(Flag.objects.filter(name=name).values_list("pk", flat=True))
+    if not pks:
+        return
+    for field_name in ("users", "groups"):
+        m2m = Flag._meta.get_field(field_name)
+        through = m2m.remote_field.through  # type: ignore[union-attr]
+        through.objects.filter(**{f"{m2m.m2m_field_name()}__in": pks}).delete()  # type: ignore[union-attr]
+    queryset = Flag.objects.filter(pk__in=pks)
+    queryset._raw_delete(queryset.db)  # Django's own signal-free delete (used by fast deletes)
+
+
+def _row_document(row: Flag | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    try:
+        return row.to_rule().to_document()
+    except InvalidFlag:
+        return None
+
+
+def _record(result: WriteResult, action: str, actor: Actor, source: str) -> FlagChange:
+    if isinstance(actor, str):
+        user, username = None, actor
+    elif actor is not None and getattr(actor, "is_authenticated", False):
+        user, username = actor, actor.get_username()
+    else:
+        user, username = None, ""
     return FlagChange.objects.create(
         flag_name=result.name,
         action=action,
@@ -40,157 +473,32 @@ def record(result: WriteResult, action: str, actor: Any = None, source: str = ""
         after=result.after,
         zk_version=result.version,
         source=source,
-        **_actor_fields(actor),
+        user=user,
+        username=username,
     )
 
 
-def save_flag(
-    flag: Flag,
-    *,
-    actor: Any = None,
-    save_row: Callable[[], Any] | None = None,
-    user_ids: Iterable[int] | None = None,
-    group_ids: Iterable[int] | None = None,
-    expected_version: int | None = _UNSET,
-    source: str = "orm",
-) -> FlagChange:
-    """Write ``flag`` to ZooKeeper from ``expected_version`` (default: the row's
-    ``zk_version``; None creates) and record it."""
-    from .models import Flag
-
-    if expected_version is _UNSET:
-        expected_version = flag.zk_version
-    with transaction.atomic(using=router.db_for_write(Flag)):
-        if save_row is not None:
-            save_row()
-        doc = flag.document(user_ids, group_ids)
-        result = runtime.writer().write(doc, expected_version)
-        flag.zk_version = result.version
-        Flag.objects.filter(pk=flag.pk).update(zk_version=result.version)
-        change = record(result, "created" if expected_version is None else "changed", actor, source)
-    flag._loaded_name = flag.name
-    return change
-
-
-def delete_flag(
-    flag: Flag,
-    *,
-    actor: Any = None,
-    delete_row: Callable[[], Any] | None = None,
-    expected_version: int | None = _UNSET,
-    source: str = "orm",
-) -> Any:
-    """Delete ``flag`` from ZooKeeper (from ``expected_version``) and the database."""
-    from .models import Flag
-
-    if expected_version is _UNSET:
-        expected_version = flag.zk_version
-    with transaction.atomic(using=router.db_for_write(Flag)):
-        writer = runtime.writer()
-        if expected_version is None:
-            _doc, current_version = writer.read_flag(flag.name)
-            if current_version is not None:
-                raise FlagWriteError(
-                    f"Flag {flag.name!r} exists in ZooKeeper but this row does not know its "
-                    "version; reload it before deleting."
-                )
-        else:
-            record(writer.delete(flag.name, expected_version), "deleted", actor, source)
-        return delete_row() if delete_row is not None else None
-
-
-def update_flag(
-    name: str,
-    change: Callable[[dict[str, Any]], dict[str, Any]],
-    *,
-    actor: Any = None,
-    source: str = "",
-) -> FlagChange | None:
-    """Change one flag from what ZooKeeper holds now: read it (a missing or corrupt znode
-    starts from the admin row, or from an empty rule), apply ``change`` to the document,
-    write it from the version read, make the row mirror it, record it. Returns None when
-    ``change`` changed nothing."""
-    from .models import Flag
-
-    with transaction.atomic(using=router.db_for_write(Flag)):
-        writer = runtime.writer()
-        doc, version = writer.read_flag(name)
-        row = Flag.objects.filter(name=name).first()
-        if doc is None or "corrupt" in doc:
-            doc = row.document() if row is not None else FlagRule(name).to_document()
-        new = change(dict(doc))
-        if new == doc and version is not None:
-            return None
-        result = writer.write(new, version)
-        mirror_document(row or Flag(name=name), result.after or new, result.version)
-        return record(result, "created" if version is None else "changed", actor, source)
-
-
-def set_everyone(
-    flags: Iterable[Flag], everyone: bool | None, *, actor: Any = None, source: str = "admin action"
-) -> list[FlagChange]:
-    """Switch flags on or off for everyone, or back to their rules (bulk admin actions)."""
-    changes = (
-        update_flag(
-            flag.name, lambda doc: {**doc, "everyone": everyone}, actor=actor, source=source
-        )
-        for flag in flags
-    )
-    return [change for change in changes if change is not None]
-
-
-def mirror_document(flag: Flag, doc: dict[str, Any], version: int | None) -> None:
-    """Make ``flag``'s row (and its many-to-many rows) mirror a ZooKeeper document.
-
-    Nothing is written to ZooKeeper.
-    """
-    from decimal import Decimal
-
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Group
-
-    from .models import Flag
-
-    flag.note = doc.get("note", "")
-    flag.everyone = doc.get("everyone")
-    percent = doc.get("percent")
-    flag.percent = None if percent is None else Decimal(str(round(percent, 1)))
-    flag.superusers = bool(doc.get("superusers"))
-    flag.staff = bool(doc.get("staff"))
-    flag.authenticated = bool(doc.get("authenticated"))
-    flag.value = doc.get("value")
-    flag.environments = doc.get("environments") or {}
-    flag.zk_version = version
-    flag._zkflags_defer = True
-    try:
-        if flag.pk is None:
-            flag.save()
-        else:
-            Flag.objects.filter(pk=flag.pk).update(
-                note=flag.note,
-                everyone=flag.everyone,
-                percent=flag.percent,
-                superusers=flag.superusers,
-                staff=flag.staff,
-                authenticated=flag.authenticated,
-                value=flag.value,
-                environments=flag.environments,
-                zk_version=version,
-            )
-        User = get_user_model()
-        flag.users.set(User.objects.filter(pk__in=doc.get("users") or []))
-        flag.groups.set(Group.objects.filter(pk__in=doc.get("groups") or []))
-    finally:
-        flag._zkflags_defer = False
-
-
-def push_m2m_change(instance: Any, model: Any, pk_set: Iterable[int] | None, reverse: bool) -> None:
-    """m2m_changed handler body: push the flag(s) whose users or groups changed."""
-    from .models import Flag
-
-    if not reverse:
-        if not getattr(instance, "_zkflags_defer", False):
-            save_flag(instance, source="orm m2m")
-        return
-    for flag in Flag.objects.filter(pk__in=pk_set or ()):
-        save_flag(flag, source="orm m2m")
+__all__ = [
+    "ENVIRONMENTS",
+    "acting_as",
+    "Drift",
+    "RepairReport",
+    "check",
+    "command_actor",
+    "current_actor",
+    "delete_flag",
+    "flags_listing",
+    "push_links",
+    "push_row",
+    "read_environments",
+    "read_flag",
+    "read_snapshot",
+    "remove_member",
+    "repair",
+    "restore",
+    "save_environments",
+    "save_flag",
+    "set_everyone",
+    "update_environments",
+    "update_flag",
+]

@@ -2,7 +2,9 @@
 
 Wire format of the snapshot znode (``<root>/snapshot``)::
 
-    b"ZKF1" + zlib(JSON {"format": 1, "flags": {name: document + {"version": n}}})
+    b"ZKF1" + zlib(JSON {"format": 1,
+                        "flags": {name: flag document + {"version": znode version}},
+                        "environments": the environments document (left out when empty)})
 
 Plain JSON (starting with ``{``) is accepted too, so a hand-written snapshot can be read.
 Decoding is tolerant per flag: one bad entry is reported and skipped (the caller keeps its
@@ -76,11 +78,6 @@ def decode_payload(data: bytes | None) -> dict[str, Any]:
     if not isinstance(environments, dict):
         raise CorruptSnapshot("snapshot 'environments' is not an object")
     return {"flags": payload["flags"], "environments": environments}
-
-
-def decode_entries(data: bytes | None) -> dict[str, Any]:
-    """Decode a snapshot znode to its raw flag entries. Raises CorruptSnapshot."""
-    return decode_payload(data)["flags"]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,10 @@ import pytest
 
 from django_zkflags import runtime
 from django_zkflags.cache import store
+from django_zkflags.reader import TreeReader
+from django_zkflags.rules import FlagRule
 from django_zkflags.snapshot import EMPTY
+from django_zkflags.writer import FlagWriter, WriteResult
 from tests.support.zookeeper import ZooKeeperError, ZooKeeperServer
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -86,16 +89,28 @@ class ZkFlags:
         return runtime.get_runtime()
 
     @property
-    def writer(self):
-        return runtime.writer()
+    def writer(self) -> FlagWriter:
+        return runtime.get_runtime().writer()
+
+    @property
+    def reader(self) -> TreeReader:
+        return runtime.get_runtime().reader()
+
+    def read(self, name: str) -> tuple[dict[str, Any] | None, int | None]:
+        """The flag's document and znode version in ZooKeeper ((None, None): no znode)."""
+        stored = self.reader.flag(name)
+        return stored.document(), stored.version
+
+    def put(self, doc: dict[str, Any], expected_version: int | None) -> WriteResult:
+        """Write a flag document straight to ZooKeeper through the writer (no row, no audit)."""
+        return self.writer.write_flag(FlagRule.from_document(doc), expected_version)
 
     def write(self, name: str, **rules: Any) -> int:
         """Create or update a flag straight in ZooKeeper and wait until this process sees it."""
-        doc, version = self.writer.read_flag(name)
-        base = {"name": name, "everyone": None}
-        if doc and "corrupt" not in doc:
-            base = doc
-        result = self.writer.write({**base, **rules}, version)
+        stored = self.reader.flag(name)
+        base = stored.document() or {"name": name, "everyone": None}
+        result = self.put({**base, **rules}, stored.version)
+        assert result.version is not None
         self.wait_version(name, result.version)
         return result.version
 

@@ -168,7 +168,7 @@ def test_add_reaches_zookeeper_snapshot_row_and_audit(zkflags, editor, editor_cl
         users=sorted(u.pk for u in users[:2]),
         groups=[groups[1].pk],
     )
-    doc, version = zkflags.writer.read_flag("new-checkout")
+    doc, version = zkflags.read("new-checkout")
     assert doc == want
     assert version == 0
 
@@ -179,7 +179,7 @@ def test_add_reaches_zookeeper_snapshot_row_and_audit(zkflags, editor, editor_cl
 
     row = Flag.objects.get(name="new-checkout")
     assert row.zk_version == version
-    assert row.document() == want
+    assert row.to_rule().to_document() == want
     assert row.percent == Decimal("25.5")
 
     [change] = audit("new-checkout")
@@ -197,7 +197,7 @@ def test_add_of_a_name_that_already_exists_in_zookeeper_is_refused(zkflags, admi
     response = admin_client.post(ADD_URL, form_data("taken", note="mine"), follow=True)
     assert response.status_code == 200
     assert any("already exists in ZooKeeper" in m for m in messages_of(response))
-    doc, version = zkflags.writer.read_flag("taken")
+    doc, version = zkflags.read("taken")
     assert (doc["note"], doc["everyone"], version) == ("written elsewhere", True, 0)
     assert not Flag.objects.filter(name="taken").exists()
     assert audit("taken") == []
@@ -254,14 +254,14 @@ def test_change_writes_zookeeper_version_plus_one_and_audits(
         users=sorted(u.pk for u in users[1:]),
         groups=sorted(g.pk for g in groups),
     )
-    doc, version = zkflags.writer.read_flag("edited")
+    doc, version = zkflags.read("edited")
     assert (doc, version) == (after, 1)
     zkflags.wait_version("edited", 1)
     assert store.base.flags["edited"].to_document() == after
 
     flag.refresh_from_db()
     assert flag.zk_version == 1
-    assert flag.document() == after
+    assert flag.to_rule().to_document() == after
 
     created, changed = audit("edited")
     assert created.action == FlagChange.CREATED
@@ -317,7 +317,7 @@ def test_stale_form_is_refused_and_changes_nothing(zkflags, admin_client):
     assert any(CONFLICT_TEXT in t and "version 0" in t and "version 1" in t for t in texts)
     assert CONFLICT_TEXT in response.content.decode()
 
-    doc, version = zkflags.writer.read_flag("contested")
+    doc, version = zkflags.read("contested")
     assert (doc["note"], doc["everyone"], doc["staff"], version) == (
         "the other writer",
         True,
@@ -338,7 +338,7 @@ def test_stale_form_is_refused_and_changes_nothing(zkflags, admin_client):
     assert page.context["adminform"].form["note"].value() == "the other writer"
     response = admin_client.post(change_url(flag), data_from_page(page, note="merged"))
     assert response.status_code == 302
-    doc, version = zkflags.writer.read_flag("contested")
+    doc, version = zkflags.read("contested")
     assert (doc["note"], doc["everyone"], version) == ("merged", True, 2)
     assert [c.action for c in audit("contested")] == ["created", "changed"]
 
@@ -349,7 +349,7 @@ def test_delete_of_a_flag_changed_meanwhile_is_refused(zkflags, admin_client):
     response = admin_client.post(delete_url(flag), {"post": "yes"}, follow=True)
     assert response.status_code == 200
     assert any(CONFLICT_TEXT in m for m in messages_of(response))
-    assert zkflags.writer.read_flag("doomed")[1] == 1
+    assert zkflags.read("doomed")[1] == 1
     assert Flag.objects.filter(pk=flag.pk).exists()
     assert [c.action for c in audit("doomed")] == ["created"]
 
@@ -395,7 +395,7 @@ def test_zookeeper_stopped_gives_clean_errors_and_changes_nothing(zkflags, admin
     assert response.status_code == 302
     zkflags.wait_version("steady", 1, timeout=15)
     assert store.base.flags["steady"].everyone is True
-    assert zkflags.writer.read_flag("steady")[0]["note"] == "during the outage"
+    assert zkflags.read("steady")[0]["note"] == "during the outage"
     assert [c.action for c in audit("steady")] == ["created", "changed"]
 
 
@@ -408,7 +408,7 @@ def test_delete_from_the_change_page(zkflags, editor, editor_client):
     response = editor_client.post(delete_url(flag), {"post": "yes"})
     assert response.status_code == 302
 
-    assert zkflags.writer.read_flag("short-lived") == (None, None)
+    assert zkflags.read("short-lived") == (None, None)
     wait_until(lambda: "short-lived" not in store.base.flags)
     assert not Flag.objects.filter(name="short-lived").exists()
     created, deleted = audit("short-lived")
@@ -428,7 +428,7 @@ def test_bulk_delete_selected(zkflags, admin_client, superuser):
         {"action": "delete_selected", "_selected_action": [f.pk for f in flags[:2]]},
     )
     assert page.status_code == 200  # the confirmation page; nothing gone yet
-    assert zkflags.writer.read_flag("bulk-0")[1] == 0
+    assert zkflags.read("bulk-0")[1] == 0
     response = admin_client.post(
         ADMIN,
         {"action": "delete_selected", "_selected_action": [f.pk for f in flags[:2]], "post": "yes"},
@@ -436,12 +436,12 @@ def test_bulk_delete_selected(zkflags, admin_client, superuser):
     assert response.status_code == 302
 
     for flag in flags[:2]:
-        assert zkflags.writer.read_flag(flag.name) == (None, None)
+        assert zkflags.read(flag.name) == (None, None)
         assert not Flag.objects.filter(pk=flag.pk).exists()
         assert [c.action for c in audit(flag.name)] == ["created", "deleted"]
         assert audit(flag.name)[1].user == superuser
     wait_until(lambda: not {"bulk-0", "bulk-1"} & set(store.base.flags))
-    assert zkflags.writer.read_flag("bulk-2")[1] == 0
+    assert zkflags.read("bulk-2")[1] == 0
     assert "bulk-2" in store.base.flags
     assert Flag.objects.filter(pk=keep.pk).exists()
     assert [c.action for c in audit("bulk-2")] == ["created"]
@@ -468,7 +468,7 @@ def test_bulk_actions_write_zookeeper_rows_and_one_audit_row_per_changed_flag(
     def state() -> dict[str, tuple[Any, int | None]]:
         result = {}
         for name in ("act-a", "act-b", "act-c"):
-            doc, version = zkflags.writer.read_flag(name)
+            doc, version = zkflags.read(name)
             result[name] = (doc["everyone"], version)
         return result
 
@@ -569,8 +569,8 @@ def test_anonymous_is_sent_to_login_and_nothing_is_written(zkflags, admin_client
         assert response.url.startswith("/admin/login/"), url
     assert anonymous.get(change_url(flag)).url.startswith("/admin/login/")
 
-    assert zkflags.writer.read_flag("anon-flag") == (None, None)
-    doc, version = zkflags.writer.read_flag("guarded-flag")
+    assert zkflags.read("anon-flag") == (None, None)
+    doc, version = zkflags.read("guarded-flag")
     assert (doc["everyone"], doc["note"], version) == (None, "", 0)
     flag.refresh_from_db()
     assert (flag.everyone, flag.zk_version) == (None, 0)
@@ -606,8 +606,8 @@ def test_staff_without_permission_gets_403_and_nothing_is_written(zkflags, admin
         assert listing.status_code == 200
         assert "turn_on_for_everyone" not in listing.content.decode()
 
-    assert zkflags.writer.read_flag("sneaky") == (None, None)
-    doc, version = zkflags.writer.read_flag("locked")
+    assert zkflags.read("sneaky") == (None, None)
+    doc, version = zkflags.read("locked")
     assert (doc["everyone"], doc["note"], version) == (None, "", 0)
     flag.refresh_from_db()
     assert (flag.everyone, flag.note, flag.zk_version) == (None, "", 0)
@@ -619,11 +619,11 @@ def test_staff_with_change_but_not_add_permission(zkflags, admin_client):
     flag = make_flag(admin_client, "half-open")
     changer = logged_in(_staff("changer", "change_flag", "view_flag"))
     assert changer.post(ADD_URL, form_data("not-allowed")).status_code == 403
-    assert zkflags.writer.read_flag("not-allowed") == (None, None)
+    assert zkflags.read("not-allowed") == (None, None)
     page = changer.get(change_url(flag))
     response = changer.post(change_url(flag), data_from_page(page, note="allowed"))
     assert response.status_code == 302
-    assert zkflags.writer.read_flag("half-open")[0]["note"] == "allowed"
+    assert zkflags.read("half-open")[0]["note"] == "allowed"
 
 
 # -- invalid input ------------------------------------------------------------------------
@@ -647,7 +647,7 @@ def test_bad_names_are_form_errors(zkflags, admin_client, name):
     errors = response.context["adminform"].form.errors
     assert "name" in errors
     assert not Flag.objects.exists()
-    assert zkflags.writer.list_flag_nodes() == []
+    assert zkflags.reader.flag_names() == []
     assert FlagChange.objects.count() == 0
 
 
@@ -656,7 +656,7 @@ def test_bad_percent_is_a_form_error_on_add_and_change(zkflags, admin_client, pe
     response = admin_client.post(ADD_URL, form_data("pct", percent=percent))
     assert response.status_code == 200
     assert "percent" in response.context["adminform"].form.errors
-    assert zkflags.writer.read_flag("pct") == (None, None)
+    assert zkflags.read("pct") == (None, None)
     assert not Flag.objects.filter(name="pct").exists()
 
     flag = make_flag(admin_client, "pct-ok", percent="10")
@@ -664,7 +664,7 @@ def test_bad_percent_is_a_form_error_on_add_and_change(zkflags, admin_client, pe
     response = admin_client.post(change_url(flag), data_from_page(page, percent=percent))
     assert response.status_code == 200
     assert "percent" in response.context["adminform"].form.errors
-    doc, version = zkflags.writer.read_flag("pct-ok")
+    doc, version = zkflags.read("pct-ok")
     assert (doc["percent"], version) == (10.0, 0)
     flag.refresh_from_db()
     assert flag.percent == Decimal("10")
@@ -675,5 +675,5 @@ def test_bad_percent_is_a_form_error_on_add_and_change(zkflags, admin_client, pe
 def test_edge_percents_are_accepted(zkflags, admin_client):
     for name, percent, want in (("p0", "0", 0.0), ("p100", "100", 100.0), ("p01", "0.1", 0.1)):
         flag = make_flag(admin_client, name, percent=percent)
-        assert zkflags.writer.read_flag(name)[0]["percent"] == want
+        assert zkflags.read(name)[0]["percent"] == want
         assert flag.percent == Decimal(percent)

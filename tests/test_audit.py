@@ -17,9 +17,10 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
 from django_zkflags.cache import store
+from django_zkflags.exceptions import FlagConflict, ZooKeeperUnavailable
 from django_zkflags.models import Flag, FlagChange
-from django_zkflags.snapshot import decode_entries, encode_document
-from django_zkflags.zk import FlagConflict, ZooKeeperUnavailable
+from django_zkflags.services import acting_as
+from django_zkflags.snapshot import decode_payload, encode_document
 
 from .conftest import audit, wait_until
 from .conftest import flag_doc as doc_of
@@ -28,12 +29,12 @@ pytestmark = pytest.mark.django_db
 
 
 def zk(zkflags: Any, name: str) -> tuple[dict[str, Any] | None, int | None]:
-    return zkflags.writer.read_flag(name)
+    return zkflags.read(name)
 
 
 def row_state(name: str) -> tuple[Any, ...]:
     flag = Flag.objects.get(name=name)
-    return (flag.document(), flag.zk_version)
+    return (flag.to_rule().to_document(), flag.zk_version)
 
 
 def zkflags_command(*args: str) -> str:
@@ -68,7 +69,8 @@ def test_create_and_save_reach_zookeeper_with_audit(zkflags, people):
 
     flag.everyone = True
     flag.percent = 7
-    flag.save(actor=users[0])
+    with acting_as(users[0]):
+        flag.save()
     changed = doc_of("orm-flag", staff=True, note="made in code", everyone=True, percent=7.0)
     assert zk(zkflags, "orm-flag") == (changed, 1)
     assert row_state("orm-flag") == (changed, 1)
@@ -159,7 +161,8 @@ def test_delete_reaches_zookeeper_with_audit(zkflags, people):
     flag = Flag.objects.create(name="goner", authenticated=True)
     flag.users.add(users[0])
     zkflags.wait_version("goner", 1)
-    flag.delete(actor=users[1])
+    with acting_as(users[1]):
+        flag.delete()
     assert zk(zkflags, "goner") == (None, None)
     assert not Flag.objects.filter(name="goner").exists()
     wait_until(lambda: "goner" not in store.base.flags)
@@ -311,7 +314,7 @@ def write_znode_by_hand(zkflags: Any, name: str, doc: dict[str, Any]) -> int:
 
 def snapshot_entries(zkflags: Any) -> dict[str, Any]:
     data, _stat = zkflags.runtime.client.get(f"{zkflags.root}/snapshot")
-    return decode_entries(data)
+    return decode_payload(data)["flags"]
 
 
 def test_check_and_repair_fix_a_znode_written_by_hand(zkflags, people):
@@ -376,9 +379,8 @@ def test_check_and_repair_fix_rows_changed_behind_the_orm(zkflags, people):
     assert "bypassed: admin row (v1) differs from ZooKeeper (v1)" in report
     assert "ghost: admin row but not in ZooKeeper" in report
 
-    zkflags_command("repair")
+    out = zkflags_command("repair")
     assert row_state("bypassed") == (want, 1)
-    assert not Flag.objects.filter(name="ghost").exists()
     assert zk(zkflags, "bypassed") == (want, 1)  # ZooKeeper is the truth: not touched
     repaired = audit("bypassed")[-1]
     assert repaired.action == "repaired"
@@ -386,6 +388,11 @@ def test_check_and_repair_fix_rows_changed_behind_the_orm(zkflags, people):
         "bypassed", percent=20.0, note="QuerySet.update", everyone=True
     )
     assert repaired.after == want
+    # A row without a znode is not deleted on ZooKeeper's say-so: only when asked.
+    assert "ghost: row kept" in out
+    assert Flag.objects.filter(name="ghost").exists() and audit("ghost") == []
+    assert "ghost: row deleted" in zkflags_command("repair", "--delete-orphan-rows")
+    assert not Flag.objects.filter(name="ghost").exists()
     ghost = audit("ghost")
     assert [(c.action, c.after) for c in ghost] == [("repaired", None)]
     assert "agree" in zkflags_command("check")
@@ -414,16 +421,16 @@ def test_save_failing_after_zookeeper_is_reported_and_repaired(zkflags, monkeypa
     from django_zkflags import services
 
     flag = Flag.objects.create(name="half-way", percent=10)
-    real_record = services.record
+    real_record = services._record
 
     def failing_record(*args: Any, **kwargs: Any) -> Any:
         raise DatabaseError("disk full")
 
-    monkeypatch.setattr(services, "record", failing_record)
+    monkeypatch.setattr(services, "_record", failing_record)
     flag.percent = 50
     with pytest.raises(DatabaseError):
         flag.save()
-    monkeypatch.setattr(services, "record", real_record)
+    monkeypatch.setattr(services, "_record", real_record)
 
     assert zk(zkflags, "half-way") == (doc_of("half-way", percent=50.0), 1)  # ZooKeeper has it
     assert row_state("half-way") == (doc_of("half-way", percent=10.0), 0)  # the row rolled back

@@ -8,54 +8,61 @@ import pytest
 from kazoo.client import KazooClient
 
 from django_zkflags import conf
-from django_zkflags.snapshot import decode_entries
+from django_zkflags.client import Paths, Requests, acl_for, make_client
+from django_zkflags.exceptions import FlagConflict, ZooKeeperUnavailable
+from django_zkflags.rules import FlagRule
+from django_zkflags.snapshot import decode_payload
+from django_zkflags.writer import FlagWriter
 from tests.support.tcpproxy import TcpProxy
-from django_zkflags.zk import FlagConflict, FlagWriter, ZooKeeperUnavailable, make_client
 
-from .conftest import wait_until
+from .conftest import flag_doc, wait_until
 
 
-def doc(name: str, **rules):
-    return {"name": name, "everyone": None, **rules}
+def rule(name: str, **rules) -> FlagRule:
+    return FlagRule(name, **rules)
+
+
+def writer_for(client: KazooClient, url: conf.ZooKeeperURL, timeout: float) -> FlagWriter:
+    return FlagWriter(Requests(client, url, timeout), Paths(url.root), acl_for(url))
 
 
 def test_create_update_delete_versions(zkflags):
     writer = zkflags.writer
-    assert writer.write(doc("a", everyone=True), None).version == 0
-    assert writer.write(doc("a", everyone=False), 0).version == 1
-    current, version = writer.read_flag("a")
+    assert writer.write_flag(rule("a", everyone=True), None).version == 0
+    assert writer.write_flag(rule("a", everyone=False), 0).version == 1
+    current, version = zkflags.read("a")
     assert (current["everyone"], version) == (False, 1)
-    entries, _ = writer.read_snapshot_entries()
+    entries = zkflags.reader.snapshot().flags
     assert entries["a"]["version"] == 1 and entries["a"]["everyone"] is False
-    result = writer.delete("a", 1)
+    result = writer.delete_flag("a", 1)
     assert result.before["everyone"] is False and result.after is None
-    assert writer.read_flag("a") == (None, None)
-    assert "a" not in writer.read_snapshot_entries()[0]
+    assert zkflags.read("a") == (None, None)
+    assert "a" not in zkflags.reader.snapshot().flags
+
+
+def test_a_write_that_changes_nothing_writes_no_version(zkflags):
+    writer = zkflags.writer
+    writer.write_flag(rule("same", percent=10.0), None)
+    snapshot_version = zkflags.reader.snapshot().version
+    result = writer.write_flag(rule("same", percent=10.0), 0)
+    assert (result.changed, result.version) == (False, 0)
+    assert zkflags.read("same")[1] == 0
+    assert zkflags.reader.snapshot().version == snapshot_version
+    assert writer.write_flag(rule("same", percent=20.0), 0).version == 1
 
 
 def test_stale_version_is_a_conflict_and_changes_nothing(zkflags):
     writer = zkflags.writer
-    writer.write(doc("a", percent=10.0), None)
-    writer.write(doc("a", percent=20.0), 0)
+    writer.write_flag(rule("a", percent=10.0), None)
+    writer.write_flag(rule("a", percent=20.0), 0)
     with pytest.raises(FlagConflict, match="changed by someone else") as info:
-        writer.write(doc("a", percent=99.0), 0)
+        writer.write_flag(rule("a", percent=99.0), 0)
     assert info.value.current_version == 1
-    assert writer.read_flag("a") == ({**doc("a", percent=20.0), **_defaults()}, 1)
+    assert zkflags.read("a") == (flag_doc("a", percent=20.0), 1)
     with pytest.raises(FlagConflict, match="already exists"):
-        writer.write(doc("a"), None)
+        writer.write_flag(rule("a"), None)
     with pytest.raises(FlagConflict):
-        writer.delete("a", 0)
-
-
-def _defaults():
-    return {
-        "superusers": False,
-        "staff": False,
-        "authenticated": False,
-        "users": [],
-        "groups": [],
-        "note": "",
-    }
+        writer.delete_flag("a", 0)
 
 
 def test_concurrent_writers_of_different_flags_all_land(zkflags, zk_server):
@@ -67,10 +74,10 @@ def test_concurrent_writers_of_different_flags_all_land(zkflags, zk_server):
         client = make_client(url, session_timeout=10, reconnect_max_delay=1)
         client.start(timeout=10)
         try:
-            writer = FlagWriter(client, url, timeout=10)
+            writer = writer_for(client, url, timeout=10)
             version = None
             for step in range(5):
-                version = writer.write(doc(f"w{i}", percent=float(step)), version).version
+                version = writer.write_flag(rule(f"w{i}", percent=float(step)), version).version
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
         finally:
@@ -83,7 +90,7 @@ def test_concurrent_writers_of_different_flags_all_land(zkflags, zk_server):
     for t in threads:
         t.join(60)
     assert not errors
-    entries, _ = zkflags.writer.read_snapshot_entries()
+    entries = zkflags.reader.snapshot().flags
     assert {name: (e["percent"], e["version"]) for name, e in entries.items()} == {
         f"w{i}": (4.0, 4) for i in range(6)
     }
@@ -107,22 +114,19 @@ def test_write_not_sent_while_disconnected_is_never_applied_later(zkflags, zk_se
     direct = KazooClient(hosts=zk_server.hosts)
     direct.start(timeout=10)
     try:
-        writer = FlagWriter(client, proxied, timeout=1.0)
-        writer.write(doc("q", everyone=False), None)
+        writer = writer_for(client, proxied, timeout=1.0)
+        writer.write_flag(rule("q", everyone=False), None)
         # The reads happened just before the network went: only the commit is left to send.
-        before = writer.read_flag("q")
-        payload, snapshot_version = writer.read_snapshot_payload()
-        monkeypatch.setattr(writer, "read_flag", lambda name: before)
-        monkeypatch.setattr(
-            writer,
-            "_read_for_write",
-            lambda: (dict(payload["flags"]), payload["environments"], snapshot_version),
-        )
-        monkeypatch.setattr(writer, "_wait_connected", lambda: None)
+        before = writer.reader.flag("q")
+        view = writer._view_for_write()
+        monkeypatch.setattr(writer.reader, "flag", lambda name: before)
+        monkeypatch.setattr(writer, "_view_for_write", lambda: view)
+        monkeypatch.setattr(writer.requests, "wait_connected", lambda: None)
+        monkeypatch.setattr(writer, "ensure_layout", lambda: None)
         proxy.block()
         wait_until(lambda: not client.connected, timeout=15)
         with pytest.raises(ZooKeeperUnavailable, match="nothing was saved"):
-            writer.write(doc("q", everyone=True), 0)
+            writer.write_flag(rule("q", everyone=True), 0)
         proxy.unblock()
         wait_until(lambda: client.connected, timeout=15)
         client.sync(f"{url.root}/flags/q")  # anything still queued has been sent by now
@@ -130,7 +134,8 @@ def test_write_not_sent_while_disconnected_is_never_applied_later(zkflags, zk_se
         data, stat = direct.get(f"{url.root}/flags/q")
         assert stat.version == 0
         assert b'"everyone":false' in data
-        assert decode_entries(direct.get(f"{url.root}/snapshot")[0])["q"]["everyone"] is False
+        snapshot = decode_payload(direct.get(f"{url.root}/snapshot")[0])
+        assert snapshot["flags"]["q"]["everyone"] is False
     finally:
         direct.stop()
         direct.close()

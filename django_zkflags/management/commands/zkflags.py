@@ -3,9 +3,15 @@
 zkflags status                 the connection and the snapshot this process sees
 zkflags list                   every flag with its rule, from ZooKeeper
 zkflags set NAME --on|--off|--rules [--percent P]   change a flag (audited)
+zkflags env [NAME --parent P | NAME --delete]       list or define environments
+zkflags host NAME ENV | NAME --delete                peg a host to an environment
 zkflags check                  report drift between ZooKeeper and the admin's rows
 zkflags repair                 rebuild the snapshot from the flag znodes and make the
                                rows mirror ZooKeeper (audited as "repaired")
+zkflags restore [NAME...]      write admin rows back to ZooKeeper for flags it lost
+
+Every change goes through django_zkflags.services, audited with source "command" and the
+operating system's user.
 """
 
 from __future__ import annotations
@@ -16,10 +22,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from ... import runtime, services
-from ...models import Flag, FlagChange
+from ...exceptions import FlagWriteError
 from ...rules import FlagRule, InvalidFlag, validate_name, validate_percent
 from ...snapshot import CorruptSnapshot
-from ...zk import FlagWriteError, WriteResult
 
 
 class Command(BaseCommand):
@@ -27,7 +32,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
-        sub.add_parser("status", help="Connection and snapshot of this process.")
+        statusp = sub.add_parser("status", help="Connection and snapshot of this process.")
+        statusp.add_argument(
+            "--wait", type=float, default=3.0, help="seconds to wait for the first snapshot"
+        )
         sub.add_parser("list", help="Every flag in ZooKeeper.")
         setp = sub.add_parser("set", help="Change or create a flag.")
         setp.add_argument("name")
@@ -52,7 +60,18 @@ class Command(BaseCommand):
         hostp.add_argument("environment", nargs="?")
         hostp.add_argument("--delete", action="store_true")
         sub.add_parser("check", help="Report drift between ZooKeeper and the database (exit 1).")
-        sub.add_parser("repair", help="Rebuild the snapshot and make the rows mirror ZooKeeper.")
+        repairp = sub.add_parser(
+            "repair", help="Rebuild the snapshot and make the rows mirror ZooKeeper."
+        )
+        repairp.add_argument(
+            "--delete-orphan-rows",
+            action="store_true",
+            help="also delete admin rows of flags ZooKeeper does not have",
+        )
+        restorep = sub.add_parser(
+            "restore", help="Write admin rows back to ZooKeeper for flags it does not have."
+        )
+        restorep.add_argument("names", nargs="*", help="only these flags")
 
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         try:
@@ -60,17 +79,16 @@ class Command(BaseCommand):
         except (FlagWriteError, InvalidFlag, CorruptSnapshot) as exc:
             raise CommandError(str(exc)) from exc
 
-    def do_status(self, **options: Any) -> None:
-        rt = runtime.start(wait=float(options.get("wait", 3.0) or 3.0))
+    def do_status(self, wait: float = 3.0, **options: Any) -> None:
+        rt = runtime.start(wait=wait)
         self.stdout.write(json.dumps(rt.status(), indent=2, default=str))
 
     def do_list(self, **options: Any) -> None:
-        writer = runtime.writer()
-        entries, _version = writer.read_snapshot_entries()
+        entries = services.read_snapshot().flags
         for name in sorted(entries):
             try:
                 rule = FlagRule.from_document(entries[name], name=name)
-                self.stdout.write(f"{name}\tv{rule.version}\t{rule.summary()}")
+                self.stdout.write(f"{name}\tv{entries[name].get('version')}\t{rule.summary()}")
             except InvalidFlag as exc:
                 self.stdout.write(f"{name}\tINVALID\t{exc}")
 
@@ -97,7 +115,7 @@ class Command(BaseCommand):
         if value is not None:
             try:
                 changes["value"] = json.loads(value)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise CommandError(f"--value must be JSON: {exc}") from None
         if env is not None:
             validate_name(env)
@@ -113,119 +131,82 @@ class Command(BaseCommand):
                 doc["note"] = note
             return doc
 
-        audit = services.update_flag(name, change, source="command")
-        doc, version = runtime.writer().read_flag(name)
-        rule = FlagRule.from_document(doc).for_environment((env,) if env else ())
+        audit = services.update_flag(name, change, actor=services.command_actor(), source="command")
+        stored = services.read_flag(name)
+        assert stored.rule is not None
+        rule = stored.rule.for_environment((env,) if env else ())
         where = f" in {env}" if env else ""
         unchanged = " (unchanged)" if audit is None else ""
-        self.stdout.write(f"{name}{where}: {rule.summary()} (version {version}){unchanged}")
+        self.stdout.write(f"{name}{where}: {rule.summary()} (version {stored.version}){unchanged}")
 
     def do_env(self, name: str | None, parent: str | None, delete: bool, **options: Any) -> None:
-        writer = runtime.writer()
-        doc, version = writer.read_environments()
         if name is None:
-            for env, env_parent in sorted(doc["parents"].items()):
+            stored = services.read_environments()
+            if stored.error is not None:
+                self.stderr.write(f"The environments document is invalid: {stored.error}")
+            for env, env_parent in sorted(stored.document["parents"].items()):
                 self.stdout.write(f"{env}\tparent={env_parent or '-'}")
-            for host, env in sorted(doc["hosts"].items()):
+            for host, env in sorted(stored.document["hosts"].items()):
                 self.stdout.write(f"host {host}\t-> {env}")
             return
-        parents = dict(doc["parents"])
-        if delete:
-            if name not in parents:
-                raise CommandError(f"No environment {name!r}")
-            parents.pop(name)
-        else:
-            parents[name] = parent
-        self._write_environments({**doc, "parents": parents}, version)
+
+        def change(doc: dict[str, Any]) -> dict[str, Any]:
+            parents = dict(doc["parents"])
+            if delete:
+                if name not in parents:
+                    raise CommandError(f"No environment {name!r}")
+                parents.pop(name)
+            else:
+                parents[name] = parent
+            return {**doc, "parents": parents}
+
+        services.update_environments(change, actor=services.command_actor(), source="command")
         what = "deleted" if delete else f"parent={parent or '-'}"
         self.stdout.write(f"environment {name}: {what}")
 
     def do_host(self, name: str, environment: str | None, delete: bool, **options: Any) -> None:
-        writer = runtime.writer()
-        doc, version = writer.read_environments()
-        hosts = dict(doc["hosts"])
-        if delete:
-            hosts.pop(name, None)
-        elif environment is None:
+        if not delete and environment is None:
             raise CommandError("host NAME ENVIRONMENT (or host NAME --delete)")
-        else:
-            hosts[name] = environment
-        self._write_environments({**doc, "hosts": hosts}, version)
+
+        def change(doc: dict[str, Any]) -> dict[str, Any]:
+            hosts = dict(doc["hosts"])
+            if delete:
+                hosts.pop(name, None)
+            else:
+                hosts[name] = environment
+            return {**doc, "hosts": hosts}
+
+        services.update_environments(change, actor=services.command_actor(), source="command")
         self.stdout.write(f"host {name}: {'unpegged' if delete else f'pegged to {environment}'}")
 
-    def _write_environments(self, doc: dict[str, Any], version: int | None) -> None:
-        result = runtime.writer().write_environments(doc, version)
-        services.record(result, "created" if version is None else "changed", None, "command")
-
-    def _drift(self) -> tuple[list[str], dict[str, Any], dict[str, Any], dict[str, str]]:
-        writer = runtime.writer()
-        nodes, errors = writer.entries_from_flag_nodes()
-        try:
-            snapshot, _version = writer.read_snapshot_entries()
-        except CorruptSnapshot as exc:
-            snapshot = {}
-            errors["(snapshot)"] = str(exc)
-        problems = []
-        for name, error in errors.items():
-            problems.append(f"{name}: flag znode is invalid: {error}")
-        for name in sorted(set(nodes) | set(snapshot)):
-            if nodes.get(name) != snapshot.get(name) and name not in errors:
-                problems.append(f"{name}: snapshot differs from the flag znode")
-        rows = {f.name: f for f in Flag.objects.prefetch_related("users", "groups")}
-        for name in sorted(set(rows) | set(nodes)):
-            node, row = nodes.get(name), rows.get(name)
-            if row is None:
-                problems.append(f"{name}: in ZooKeeper but has no admin row")
-            elif node is None:
-                if name not in errors:
-                    problems.append(f"{name}: admin row but not in ZooKeeper")
-            elif not _row_mirrors(row, node):
-                problems.append(
-                    f"{name}: admin row (v{row.zk_version}) differs from ZooKeeper (v{node['version']})"
-                )
-        return problems, nodes, rows, errors
-
     def do_check(self, **options: Any) -> None:
-        problems = self._drift()[0]
-        for problem in problems:
-            self.stdout.write(problem)
-        if problems:
-            raise CommandError(f"{len(problems)} problem(s); run 'manage.py zkflags repair'")
+        drift = services.check()
+        for name, what in drift.problems:
+            self.stdout.write(f"{name}: {what}")
+        if drift.problems:
+            fix = "restore" if drift.zookeeper_lost_data else "repair"
+            raise CommandError(f"{len(drift.problems)} problem(s); run 'manage.py zkflags {fix}'")
         self.stdout.write("ZooKeeper and the admin agree.")
 
-    def do_repair(self, **options: Any) -> None:
-        writer = runtime.writer()
-        bad = writer.rebuild_snapshot()
-        for name, error in bad.items():
+    def do_repair(self, delete_orphan_rows: bool = False, **options: Any) -> None:
+        report = services.repair(delete_orphan_rows=delete_orphan_rows)
+        for name, error in report.invalid.items():
             self.stdout.write(f"{name}: left as it was in the snapshot ({error})")
-        _problems, nodes, rows, errors = self._drift()
-        repaired = 0
-        for name in sorted(set(rows) | set(nodes)):
-            node, row = nodes.get(name), rows.get(name)
-            if name in errors:
-                continue
-            doc = {k: v for k, v in node.items() if k != "version"} if node else None
-            before = row.document() if row else None
-            if node is None:
-                assert row is not None
-                Flag.objects.filter(pk=row.pk).delete()  # bypasses ZooKeeper: it is not there
-            elif row is None or not _row_mirrors(row, node):
-                assert doc is not None
-                services.mirror_document(row or Flag(name=name), doc, node["version"])
-            else:
-                continue
-            version = node["version"] if node else None
-            result = WriteResult(name, version, before, doc)
-            services.record(result, FlagChange.REPAIRED, None, "repair")
-            repaired += 1
+        for name in report.mirrored:
             self.stdout.write(f"{name}: row now mirrors ZooKeeper")
-        self.stdout.write(f"Repaired {repaired} row(s).")
+        for name in report.deleted_rows:
+            self.stdout.write(f"{name}: row deleted (not in ZooKeeper)")
+        for name in report.orphan_rows:
+            self.stdout.write(
+                f"{name}: row kept, ZooKeeper has no such flag (restore it with 'zkflags "
+                "restore', or delete the row with 'zkflags repair --delete-orphan-rows')"
+            )
+        self.stdout.write(f"Repaired {len(report.mirrored) + len(report.deleted_rows)} row(s).")
 
-
-def _row_mirrors(row: Flag, node: dict[str, Any]) -> bool:
-    """Does the admin row mirror this znode entry? The row keeps percentages to one
-    decimal, so a znode written by other means with more decimals still counts as mirrored."""
-    doc = {k: v for k, v in node.items() if k != "version"}
-    if doc.get("percent") is not None:
-        doc["percent"] = round(doc["percent"], 1)
-    return row.zk_version == node["version"] and row.document() == doc
+    def do_restore(self, names: list[str], **options: Any) -> None:
+        restored = services.restore(actor=services.command_actor(), names=names or None)
+        for change in restored:
+            self.stdout.write(
+                f"{change.flag_name}: restored to ZooKeeper (version {change.zk_version})"
+            )
+        self.stdout.write(f"Restored {len(restored)} flag(s).")

@@ -1,0 +1,153 @@
+"""The ZooKeeper client: how it connects, authenticates and waits, the ACL of what it
+creates, and the tree layout under the root path.
+
+Tree under the root path of ``ZKFLAGS_URL``::
+
+    <root>/flags/<name>   one JSON document per flag (the record an editor changes)
+    <root>/environments   environment parents and hosts pegged to an environment
+    <root>/snapshot       the materialized view of all of it (what every process watches)
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import (
+    ConnectionClosedError,
+    ConnectionLoss,
+    NoAuthError,
+    NotReadOnlyCallError,
+    OperationTimeoutError,
+    SessionExpiredError,
+)
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.retry import KazooRetry
+from kazoo.security import OPEN_ACL_UNSAFE, READ_ACL_UNSAFE, make_digest_acl
+
+from .conf import ZooKeeperURL
+from .exceptions import PermissionDenied, ZooKeeperUnavailable
+from .rules import validate_name
+
+FLAGS_DIR = "flags"
+SNAPSHOT_NODE = "snapshot"
+ENVIRONMENTS_NODE = "environments"
+
+#: Errors that mean "ZooKeeper cannot be reached right now".
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionLoss,
+    ConnectionClosedError,
+    SessionExpiredError,
+    OperationTimeoutError,
+    KazooTimeoutError,
+)
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where things are under one root."""
+
+    root: str
+
+    @property
+    def flags(self) -> str:
+        return f"{self.root}/{FLAGS_DIR}"
+
+    @property
+    def snapshot(self) -> str:
+        return f"{self.root}/{SNAPSHOT_NODE}"
+
+    @property
+    def environments(self) -> str:
+        return f"{self.root}/{ENVIRONMENTS_NODE}"
+
+    def flag(self, name: str) -> str:
+        return f"{self.root}/{FLAGS_DIR}/{validate_name(name)}"
+
+
+def gevent_patched() -> bool:
+    """Is this a gevent-patched process (kazoo needs its gevent handler there)?"""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("socket")
+
+
+def _handler() -> Any:
+    """kazoo's gevent handler in a gevent-patched process, its threading one otherwise."""
+    if gevent_patched():
+        from kazoo.handlers.gevent import SequentialGeventHandler
+
+        return SequentialGeventHandler()
+    return None
+
+
+def make_client(
+    url: ZooKeeperURL, *, session_timeout: float, reconnect_max_delay: float, **kwargs: Any
+) -> KazooClient:
+    """A client that reconnects quickly forever and authenticates with the URL's identity.
+
+    kazoo's default connection retry backs off towards an hour: after a long outage a
+    process could stay disconnected for minutes after ZooKeeper is back.
+    """
+    auth = [("digest", f"{url.username}:{url.password}")] if url.has_credentials else None
+    return KazooClient(
+        hosts=url.hosts,
+        timeout=session_timeout,
+        connection_retry=KazooRetry(
+            max_tries=-1, delay=0.05, backoff=2, max_delay=reconnect_max_delay
+        ),
+        command_retry=None,
+        auth_data=auth,
+        handler=kwargs.pop("handler", None) or _handler(),
+        **kwargs,
+    )
+
+
+def acl_for(url: ZooKeeperURL) -> list[Any]:
+    """With credentials, only that identity may write; everybody may read. ACLs are not
+    inherited in ZooKeeper: this goes on every node the app creates."""
+    if not url.has_credentials:
+        return list(OPEN_ACL_UNSAFE)
+    assert url.username is not None and url.password is not None
+    return [make_digest_acl(url.username, url.password, all=True), *READ_ACL_UNSAFE]
+
+
+class Requests:
+    """kazoo requests made with a time bound, their errors turned into ours."""
+
+    def __init__(self, client: KazooClient, url: ZooKeeperURL, timeout: float) -> None:
+        self.client = client
+        self.url = url
+        self.timeout = timeout
+
+    def wait_connected(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while not self.client.connected:
+            if time.monotonic() >= deadline:
+                raise ZooKeeperUnavailable(
+                    f"ZooKeeper is unreachable ({self.url.hosts}, waited {self.timeout:g}s)"
+                )
+            time.sleep(0.02)
+
+    def result(self, async_result: Any, *, raw: bool = False) -> Any:
+        """Wait for a request; unless ``raw``, a connection error becomes
+        :class:`ZooKeeperUnavailable` (with ``raw`` it is raised as kazoo's)."""
+        try:
+            try:
+                return async_result.get(timeout=self.timeout)
+            except self.client.handler.timeout_exception as exc:  # threading or gevent
+                raise ConnectionLoss(f"no answer within {self.timeout}s") from exc
+        except NotReadOnlyCallError:
+            raise ZooKeeperUnavailable("ZooKeeper is read-only (no quorum)") from None
+        except NoAuthError:
+            raise PermissionDenied(
+                "ZooKeeper refused the request (ACL): check the credentials in ZKFLAGS_URL"
+            ) from None
+        except UNAVAILABLE_ERRORS as exc:
+            if raw:
+                raise
+            raise ZooKeeperUnavailable(
+                f"ZooKeeper is unreachable ({self.url.hosts}): {exc!r}"
+            ) from exc

@@ -1,0 +1,143 @@
+"""The one evaluator: what the API, the template tags, the decorators and the middleware
+all answer with.
+
+:func:`evaluate` decides one flag against one snapshot. :class:`RequestFlags` (set as
+``request.flags`` by the middleware) calls it with the snapshot frozen at the start of the
+request, memoises the answers, honours ``?zkflags=`` overrides where allowed, and gives an
+anonymous visitor that meets a percentage a stable id (set as a cookie by the middleware).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+
+from . import conf
+from .cache import store
+from .snapshot import Snapshot
+
+ANONYMOUS_SALT = "django_zkflags.anonymous"
+
+
+def evaluate(
+    snapshot: Snapshot,
+    name: str,
+    user: Any,
+    request: Any = None,
+    flags: RequestFlags | None = None,
+) -> bool:
+    """Is flag ``name`` on for ``user`` in ``snapshot``?
+
+    An anonymous visitor meeting a percentage is identified by ``flags`` (which mints an
+    id when the visitor has none), else by ``request``'s signed cookie, else not at all.
+    """
+    rule = snapshot.flags.get(name)
+    if rule is None:
+        return snapshot.default_active
+    anonymous_id = None
+    if (
+        rule.threshold
+        and rule.everyone is None
+        and (request is not None or flags is not None)
+        and not (user is not None and user.is_authenticated)
+    ):
+        anonymous_id = flags.anonymous() if flags is not None else read_anonymous_id(request)
+    return rule.is_active(user, anonymous_id, user_group_ids)
+
+
+def user_group_ids(user: Any) -> Iterable[int]:
+    """The user's group ids, queried once per user object and kept on it.
+
+    Only flags with group rules ask for it; request.user lives for one request.
+    """
+    ids = getattr(user, "_zkflags_group_ids", None)
+    if ids is None:
+        ids = frozenset(user.groups.values_list("pk", flat=True))
+        try:
+            user._zkflags_group_ids = ids
+        except AttributeError:
+            pass
+    return ids
+
+
+def read_anonymous_id(request: Any) -> str | None:
+    """The visitor's id from its signed cookie (signed so nobody picks their bucket)."""
+    get_signed_cookie = getattr(request, "get_signed_cookie", None)
+    if get_signed_cookie is None:
+        return None
+    return get_signed_cookie(conf.get("ANONYMOUS_COOKIE"), default=None, salt=ANONYMOUS_SALT)
+
+
+class RequestFlags:
+    """The flags as one request sees them: one snapshot for the whole request."""
+
+    __slots__ = (
+        "snapshot",
+        "user",
+        "request",
+        "anonymous_id",
+        "new_anonymous_id",
+        "_answers",
+        "_forced",
+    )
+
+    def __init__(self, request: Any, snapshot: Snapshot | None = None) -> None:
+        self.snapshot = store.current if snapshot is None else snapshot
+        self.request = request
+        self.user = getattr(request, "user", None)
+        self.anonymous_id: str | None = None
+        self.new_anonymous_id = False
+        self._answers: dict[str, bool] = {}
+        self._forced: dict[str, bool] | None = None
+        if conf.get("TESTING_OVERRIDES") and settings.DEBUG:  # never in production
+            self._forced = _parse_forced(request.GET.get(conf.get("TESTING_OVERRIDES_PARAM"), ""))
+
+    def is_active(self, name: str) -> bool:
+        answer = self._answers.get(name)
+        if answer is None:
+            if self._forced and name in self._forced:
+                answer = self._forced[name]
+            else:
+                answer = evaluate(self.snapshot, name, self.user, self.request, self)
+            self._answers[name] = answer
+        return answer
+
+    __getitem__ = is_active
+
+    def anonymous(self) -> str:
+        """This visitor's stable id: its cookie's, or a new one the middleware will set."""
+        if self.anonymous_id is None:
+            self.anonymous_id = read_anonymous_id(self.request)
+            if self.anonymous_id is None:
+                self.anonymous_id = secrets.token_urlsafe(16)
+                self.new_anonymous_id = True
+        return self.anonymous_id
+
+    def value(self, name: str, default: Any = None) -> Any:
+        """The flag's live configuration value, from this request's snapshot."""
+        return value_in(self.snapshot, name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.is_active(name)
+
+    def active_names(self) -> list[str]:
+        return sorted(name for name in self.snapshot.flags if self.is_active(name))
+
+
+def value_in(snapshot: Snapshot, name: str, default: Any) -> Any:
+    rule = snapshot.flags.get(name)
+    if rule is None or rule.value is None:
+        return default
+    return rule.value
+
+
+def _parse_forced(value: str) -> dict[str, bool]:
+    forced: dict[str, bool] = {}
+    for item in value.split(","):
+        name, _, state = item.partition(":")
+        if name and state in ("on", "off", "1", "0"):
+            forced[name] = state in ("on", "1")
+    return forced

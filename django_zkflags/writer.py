@@ -1,0 +1,381 @@
+"""Versioned writes: each change of a flag (or of the environments document) is one
+ZooKeeper ``multi()`` with the snapshot.
+
+* the changed znode is written from the version the editor started from: that is the
+  optimistic lock that refuses a conflicting edit (:class:`FlagConflict`);
+* the snapshot is rewritten from the version just read: that serialises writers. When only
+  the snapshot moved (someone saved *another* flag meanwhile) the attempt is made again
+  from fresh reads, through kazoo's ``KazooRetry`` and ``ForceRetryError`` as in kazoo's
+  own recipes.
+
+Both succeed or neither does. A change that would not change anything is not written (no
+new version). The writer takes validated input (a :class:`FlagRule`, a validated
+environments document); it does not validate again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import (
+    BadVersionError,
+    NoAuthError,
+    NodeExistsError,
+    NoNodeError,
+    RolledBackError,
+    RuntimeInconsistency,
+)
+from kazoo.retry import ForceRetryError, KazooRetry, RetryFailedError
+
+from .client import UNAVAILABLE_ERRORS, Paths, Requests
+from .exceptions import (
+    FlagConflict,
+    FlagTooLarge,
+    FlagWriteError,
+    PermissionDenied,
+    ZooKeeperUnavailable,
+)
+from .kazoo_compat import withdraw_queued_request
+from .reader import StoredFlag, TreeReader
+from .rules import FlagRule, validate_name
+from .snapshot import CorruptSnapshot, encode_document, encode_entries
+
+log = logging.getLogger("django_zkflags.writer")
+
+ENVIRONMENTS = "@environments"  # the name changes of the environments document go by
+
+T = TypeVar("T")
+
+READ_BACK_ERRORS: tuple[type[BaseException], ...] = (FlagWriteError, *UNAVAILABLE_ERRORS)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one change did: ``name`` (a flag name or ``"@environments"``), the znode
+    ``version`` after it (None after a delete), the documents before and after, and
+    whether anything was written at all."""
+
+    name: str
+    version: int | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    changed: bool = True
+
+
+@dataclass
+class _View:
+    """The snapshot as read for one write attempt, to be rewritten."""
+
+    flags: dict[str, Any]
+    environments: dict[str, Any]
+    version: int | None  # None: there is no snapshot node yet
+
+
+class _Outcome(ZooKeeperUnavailable):
+    """A commit cut off by a lost connection; the message says whether it was applied."""
+
+
+class FlagWriter:
+    #: Attempts when only the snapshot moved under us (another flag was written).
+    RETRIES = 20
+
+    def __init__(
+        self,
+        requests: Requests,
+        paths: Paths,
+        acl: list[Any],
+        *,
+        max_bytes: int = 1000 * 1000,
+    ) -> None:
+        self.requests = requests
+        self.client: KazooClient = requests.client
+        self.paths = paths
+        self.acl = acl
+        self.max_bytes = max_bytes
+        self.reader = TreeReader(requests, paths)
+
+    # -- the changes -----------------------------------------------------------------------
+
+    def write_flag(self, rule: FlagRule, expected_version: int | None) -> WriteResult:
+        """Create (``expected_version=None``) or update a flag from the version the editor
+        saw."""
+        name = rule.name
+        doc = rule.to_document()
+        data = encode_document(doc)
+        path = self.paths.flag(name)
+        new_version = 0 if expected_version is None else expected_version + 1
+
+        def attempt() -> WriteResult:
+            current = self.reader.flag(name)
+            self._check_expected(name, expected_version, current)
+            view = self._view_for_write()
+            entry = {**doc, "version": current.version}
+            if current.document() == doc and view.flags.get(name) == entry:
+                return WriteResult(name, current.version, doc, doc, changed=False)
+            view.flags[name] = {**doc, "version": new_version}
+            tx = self.client.transaction()
+            if expected_version is None:
+                tx.create(path, data, acl=self.acl)
+            else:
+                tx.set_data(path, data, version=expected_version)
+            self._commit(
+                tx, view, name, data, read_back=lambda: self._applied(name, doc, new_version)
+            )
+            return WriteResult(name, new_version, current.document(), doc)
+
+        return self._retrying(repr(name), attempt)
+
+    def delete_flag(self, name: str, expected_version: int) -> WriteResult:
+        validate_name(name)
+        path = self.paths.flag(name)
+
+        def attempt() -> WriteResult:
+            current = self.reader.flag(name)
+            self._check_expected(name, expected_version, current)
+            view = self._view_for_write()
+            view.flags.pop(name, None)
+            tx = self.client.transaction()
+            tx.delete(path, version=expected_version)
+            self._commit(tx, view, name, b"", read_back=lambda: self._applied(name, None, None))
+            return WriteResult(name, None, current.document(), None)
+
+        return self._retrying(repr(name), attempt)
+
+    def write_environments(self, doc: dict[str, Any], expected_version: int | None) -> WriteResult:
+        """Replace the environments document (validated by the caller) from the version
+        the editor read (None: there is none yet)."""
+        data = encode_document(doc)
+        path = self.paths.environments
+        new_version = 0 if expected_version is None else expected_version + 1
+
+        def attempt() -> WriteResult:
+            current = self.reader.environments()
+            if current.version != expected_version:
+                raise FlagConflict(
+                    "The environments were changed by someone else (ZooKeeper is at version "
+                    f"{current.version}, you started from {expected_version}); nothing was "
+                    "saved.",
+                    current=current.document,
+                    current_version=current.version,
+                )
+            view = self._view_for_write()
+            if current.error is None and current.document == doc and view.environments == doc:
+                return WriteResult(ENVIRONMENTS, current.version, doc, doc, changed=False)
+            view.environments = doc
+            tx = self.client.transaction()
+            if expected_version is None:
+                tx.create(path, data, acl=self.acl)
+            else:
+                tx.set_data(path, data, version=expected_version)
+
+            def read_back() -> bool:
+                stored = self.reader.environments()
+                return stored.version == new_version and stored.document == doc
+
+            self._commit(tx, view, ENVIRONMENTS, data, read_back=read_back)
+            return WriteResult(ENVIRONMENTS, new_version, current.document, doc)
+
+        return self._retrying("the environments", attempt)
+
+    def rebuild_snapshot(self) -> dict[str, str]:
+        """Rewrite the snapshot from the flag znodes and the environments znode (repairs
+        drift). Returns the invalid znodes; each keeps its previous snapshot entry."""
+
+        def attempt() -> dict[str, str]:
+            entries, errors = self.reader.flag_entries()
+            try:
+                old = self.reader.snapshot()
+                old_flags, old_environments, version = old.flags, old.environments, old.version
+            except CorruptSnapshot:
+                old_flags, old_environments = {}, {}
+                version = self.reader.snapshot_version()
+            for name in errors:
+                if name in old_flags:
+                    entries[name] = old_flags[name]
+            environments = self.reader.environments()
+            if environments.error is not None:
+                errors["(environments)"] = environments.error
+                env_doc = old_environments
+            else:
+                env_doc = environments.document
+            payload = encode_entries(entries, env_doc)
+            self._check_size(payload, b"", "the rebuilt snapshot")
+            try:
+                if version is None:
+                    self.requests.result(
+                        self.client.create_async(self.paths.snapshot, payload, acl=self.acl)
+                    )
+                else:
+                    self.requests.result(
+                        self.client.set_async(self.paths.snapshot, payload, version=version)
+                    )
+            except (BadVersionError, NodeExistsError):
+                raise ForceRetryError() from None
+            return errors
+
+        return self._retrying("the snapshot", attempt)
+
+    def ensure_layout(self) -> None:
+        """Create the root and ``flags/`` if they are missing (a first write, or a root
+        deleted since). One ``exists`` when they are there."""
+        if self.requests.result(self.client.exists_async(self.paths.flags)) is not None:
+            return
+        path = ""
+        for part in self.paths.flags.strip("/").split("/"):
+            path += "/" + part
+            try:
+                self.requests.result(self.client.create_async(path, b"", acl=self.acl))
+            except NodeExistsError:
+                pass
+
+    # -- one attempt's parts ---------------------------------------------------------------
+
+    def _view_for_write(self) -> _View:
+        """The snapshot to rewrite. A missing or unreadable one is rebuilt from the source
+        znodes: a write never publishes a snapshot that lacks the other flags."""
+        try:
+            stored = self.reader.snapshot()
+            if stored.version is not None:
+                return _View(dict(stored.flags), dict(stored.environments), stored.version)
+            version = None
+        except CorruptSnapshot:
+            log.error("Snapshot znode is corrupt; rebuilding it from the source znodes")
+            version = self.reader.snapshot_version()
+        entries = self.reader.flag_entries()[0]
+        environments = self.reader.environments().document
+        return _View(entries, environments, version)
+
+    def _check_size(self, payload: bytes, node_data: bytes, what: str) -> None:
+        # An oversize packet is not an error in ZooKeeper: the server drops the connection.
+        if len(node_data) > self.max_bytes:
+            raise FlagTooLarge(
+                f"{what} is {len(node_data)} bytes as JSON, over the {self.max_bytes}-byte "
+                "limit of one ZooKeeper write; nothing was saved."
+            )
+        if len(payload) + len(node_data) > self.max_bytes:
+            raise FlagTooLarge(
+                f"Saving {what} would make the snapshot {len(payload)} bytes (compressed), "
+                f"over the {self.max_bytes}-byte limit of one ZooKeeper write; nothing was "
+                "saved. Remove unused flags or long user lists (use groups)."
+            )
+
+    def _commit(
+        self,
+        tx: Any,
+        view: _View,
+        what: str,
+        node_data: bytes,
+        *,
+        read_back: Callable[[], bool],
+    ) -> None:
+        """Add the snapshot rewrite to ``tx`` and commit it.
+
+        Raises ForceRetryError when something moved since the attempt read it, and
+        resolves a commit cut off by a lost connection by reading back.
+        """
+        payload = encode_entries(view.flags, view.environments)
+        self._check_size(payload, node_data, what)
+        if view.version is None:
+            tx.create(self.paths.snapshot, payload, acl=self.acl)
+        else:
+            tx.set_data(self.paths.snapshot, payload, version=view.version)
+        pending = tx.commit_async()
+        try:
+            node_result, snapshot_result = self.requests.result(pending, raw=True)
+        except UNAVAILABLE_ERRORS as exc:
+            if withdraw_queued_request(self.client, pending):
+                raise _Outcome(
+                    f"ZooKeeper did not answer in time ({self.requests.url.hosts}); "
+                    "nothing was saved."
+                ) from exc
+            self._resolve_unknown_outcome(what, read_back, exc)
+            return
+        if not isinstance(node_result, Exception) and not isinstance(snapshot_result, Exception):
+            return
+        if isinstance(node_result, NoAuthError) or isinstance(snapshot_result, NoAuthError):
+            raise PermissionDenied(
+                "ZooKeeper refused the write (ACL): check the credentials in ZKFLAGS_URL"
+            )
+        if isinstance(node_result, (BadVersionError, NodeExistsError, NoNodeError)):
+            # The changed znode moved: the next attempt re-reads it and reports the conflict.
+            raise ForceRetryError()
+        if isinstance(
+            snapshot_result,
+            (BadVersionError, NodeExistsError, RolledBackError, RuntimeInconsistency),
+        ):
+            raise ForceRetryError()  # only the snapshot moved: go again from fresh reads
+        raise FlagWriteError(f"ZooKeeper refused the write: {snapshot_result!r}")
+
+    def _resolve_unknown_outcome(
+        self, what: str, read_back: Callable[[], bool], exc: BaseException
+    ) -> None:
+        """The connection broke during the commit: "the client will not know if the update
+        has applied", so read back (after a sync) instead of retrying blindly."""
+        log.warning("Connection lost while saving %s; reading back to learn the outcome", what)
+        try:
+            self.requests.wait_connected()
+            self.requests.result(self.client.sync_async(self.paths.root))
+            applied = read_back()
+        except READ_BACK_ERRORS:
+            raise _Outcome(
+                f"ZooKeeper connection lost while saving {what}; the outcome is unknown "
+                "until it returns. Reload before trying again."
+            ) from exc
+        if not applied:
+            raise _Outcome(
+                f"ZooKeeper connection lost while saving {what}; the change was not applied."
+            ) from exc
+
+    def _applied(self, name: str, doc: dict[str, Any] | None, version: int | None) -> bool:
+        stored = self.reader.flag(name)
+        return stored.version == version and stored.document() == doc
+
+    def _check_expected(self, name: str, expected: int | None, current: StoredFlag) -> None:
+        if expected is None and current.exists:
+            raise FlagConflict(
+                f"Flag {name!r} already exists in ZooKeeper (version {current.version}); "
+                "nothing was overwritten.",
+                current=current.document(),
+                current_version=current.version,
+            )
+        if expected is not None and current.version != expected:
+            what = (
+                "was deleted" if current.version is None else f"is now at version {current.version}"
+            )
+            raise FlagConflict(
+                f"Flag {name!r} was changed by someone else while you were editing it: you "
+                f"started from version {expected}, ZooKeeper {what}. Your change was not "
+                "saved; review the current values and try again.",
+                current=current.document(),
+                current_version=current.version,
+            )
+
+    # -- running attempts ------------------------------------------------------------------
+
+    def _retrying(self, what: str, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` (after making sure the layout exists) until nothing moved under
+        it, as kazoo's recipes do."""
+
+        def run() -> T:
+            self.requests.wait_connected()
+            self.ensure_layout()
+            return attempt()
+
+        retry = KazooRetry(
+            max_tries=self.RETRIES, delay=0.005, backoff=1.5, max_delay=0.2, ignore_expire=False
+        )
+        try:
+            return retry(run)  # type: ignore[no-any-return]
+        except RetryFailedError:
+            raise ZooKeeperUnavailable(
+                f"Could not save {what}: it kept changing ({self.RETRIES} tries); "
+                "nothing was saved."
+            ) from None
+        except _Outcome:
+            raise
+        except ZooKeeperUnavailable as exc:  # before the commit: nothing was sent
+            raise ZooKeeperUnavailable(f"{exc}; nothing was saved.") from exc
