@@ -17,9 +17,13 @@ from kazoo.security import ACL, Id, Permissions, make_digest_acl_credential
 
 from django_zkflags import flag_is_active_for_user, runtime
 from django_zkflags.cache import store
+from django_zkflags.client import Paths, Requests, acl_for, make_client
 from django_zkflags.conf import parse_url
-from django_zkflags.snapshot import EMPTY, decode_entries, encode_entries
-from django_zkflags.zk import FlagWriter, PermissionDenied, make_client
+from django_zkflags.exceptions import PermissionDenied
+from django_zkflags.reader import TreeReader
+from django_zkflags.rules import FlagRule
+from django_zkflags.snapshot import EMPTY, decode_payload, encode_entries
+from django_zkflags.writer import FlagWriter
 
 from .conftest import wait_until
 
@@ -70,10 +74,11 @@ def clients(site: AclSite) -> Iterator[dict[str, KazooClient]]:
 
 
 def _write(name: str, **rules: Any) -> int:
-    writer = runtime.writer()
-    doc, version = writer.read_flag(name)
-    base = doc if doc and "corrupt" not in doc else {"name": name, "everyone": None}
-    result = writer.write({**base, **rules}, version)
+    flags = runtime.get_runtime()
+    stored = flags.reader().flag(name)
+    base = stored.document() or {"name": name, "everyone": None}
+    result = flags.writer().write_flag(FlagRule.from_document({**base, **rules}), stored.version)
+    assert result.version is not None
     wait_until(lambda: _version(name) == result.version)
     return result.version
 
@@ -159,7 +164,7 @@ def test_other_identities_read_but_cannot_write(site, clients):
     # nothing changed in ZooKeeper, nor in this process
     assert clients["owner"].get(flag)[1].version == version == 0
     assert clients["owner"].get(snapshot)[0] == owner_snapshot[0]
-    assert decode_entries(owner_snapshot[0])["alpha"]["everyone"] is True
+    assert decode_payload(owner_snapshot[0])["flags"]["alpha"]["everyone"] is True
     assert flag_is_active_for_user(None, "alpha") is True
     # and the app itself keeps writing
     assert _write("alpha", everyone=False) == 1
@@ -177,16 +182,18 @@ def test_writer_with_other_credentials_gets_permission_denied(site, clients, url
     client = make_client(url, session_timeout=10.0, reconnect_max_delay=1.0)
     client.start(timeout=10)
     try:
-        writer = FlagWriter(client, url, timeout=3.0)
+        requests, paths = Requests(client, url, timeout=3.0), Paths(url.root)
+        writer = FlagWriter(requests, paths, acl_for(url))
         before = clients["owner"].get(f"{site.root}/snapshot")
-        doc, version = writer.read_flag("alpha")  # reading works
+        stored = TreeReader(requests, paths).flag("alpha")  # reading works
+        doc, version = stored.document(), stored.version
         assert doc is not None and doc["everyone"] is True and version == 0
         with pytest.raises(PermissionDenied):
-            writer.write({**doc, "everyone": False}, version)
+            writer.write_flag(FlagRule.from_document({**doc, "everyone": False}), version)
         with pytest.raises(PermissionDenied):
-            writer.write({"name": "newflag", "everyone": True}, None)
+            writer.write_flag(FlagRule("newflag", everyone=True), None)
         with pytest.raises(PermissionDenied):
-            writer.delete("alpha", version)
+            writer.delete_flag("alpha", version)
         with pytest.raises(PermissionDenied):
             writer.rebuild_snapshot()
         after = clients["owner"].get(f"{site.root}/snapshot")

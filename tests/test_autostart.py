@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from django_zkflags import runtime
+from django_zkflags.apps import should_autostart
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "example_project"
 
@@ -36,12 +36,12 @@ def test_should_autostart(argv, env, expected, settings, monkeypatch):
     monkeypatch.delenv("RUN_MAIN", raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert runtime.should_autostart(argv) is expected
+    assert should_autostart(argv) is expected
 
 
 def test_autostart_setting_off(settings):
     settings.ZKFLAGS = {**settings.ZKFLAGS, "AUTOSTART": False}
-    assert runtime.should_autostart(["manage.py", "shell"]) is False
+    assert should_autostart(["manage.py", "shell"]) is False
 
 
 @pytest.mark.slow

@@ -1,7 +1,9 @@
 """The consumers: template tag, view guards, middleware, override_flag, signal, user API.
 
-Flags that must exist are written in a real ZooKeeper (the ``zkflags`` fixture) and read back
-through this process's watcher; tests about ``override_flag`` use no ZooKeeper at all.
+A test that only needs a flag on or off for everyone forces it with ``override_flag`` (no
+ZooKeeper). Flags with rules (staff, users, groups, percentages), and tests about snapshots
+arriving from ZooKeeper, are written in a real ZooKeeper (the ``zkflags`` fixture) and read
+back through this process's watcher.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from django.test import SimpleTestCase, TestCase, override_settings
 from django.views import View
 
 from django_zkflags import flag_is_active, flag_is_active_for_user, get_snapshot, runtime
-from django_zkflags.api import ANONYMOUS_SALT, RequestFlags
+from django_zkflags.api import RequestFlags
 from django_zkflags.cache import store
 from django_zkflags.checks import MIDDLEWARE_PATH
 from django_zkflags.decorators import FlagRequiredMixin
+from django_zkflags.evaluation import ANONYMOUS_SALT
 from django_zkflags.rules import bucket
 from django_zkflags.signals import flag_changed
 from django_zkflags.testing import override_flag
@@ -84,30 +87,30 @@ def signed(anonymous_id: str) -> str:
 # -- template tag ----------------------------------------------------------------------------
 
 
-def test_tag_on_and_off(zkflags, rf):
-    zkflags.write("x", everyone=True)
-    assert render(IF_ELSE) == "A"
-    assert render(IF_ELSE, request=rf.get("/")) == "A"
-    zkflags.write("x", everyone=False)
+def test_tag_on_and_off(rf):
+    with override_flag("x"):
+        assert render(IF_ELSE) == "A"
+        assert render(IF_ELSE, request=rf.get("/")) == "A"
+    with override_flag("x", active=False):
+        assert render(IF_ELSE) == "B"
+        assert render(IF_ELSE, request=rf.get("/")) == "B"
+
+
+@override_flag("other")
+def test_tag_unknown_flag_renders_the_else_branch():
     assert render(IF_ELSE) == "B"
-    assert render(IF_ELSE, request=rf.get("/")) == "B"
 
 
-def test_tag_unknown_flag_renders_the_else_branch(zkflags):
-    zkflags.write("other", everyone=True)
-    assert render(IF_ELSE) == "B"
+def test_tag_without_else():
+    with override_flag("x"):
+        assert render('[{% flag "x" %}A{% endflag %}]') == "[A]"
+    with override_flag("x", active=False):
+        assert render('[{% flag "x" %}A{% endflag %}]') == "[]"
 
 
-def test_tag_without_else(zkflags):
-    zkflags.write("x", everyone=True)
-    assert render('[{% flag "x" %}A{% endflag %}]') == "[A]"
-    zkflags.write("x", everyone=False)
-    assert render('[{% flag "x" %}A{% endflag %}]') == "[]"
-
-
-def test_tag_name_from_a_variable(zkflags):
-    zkflags.write("x", everyone=True)
-    zkflags.write("y", everyone=False)
+@override_flag("x")
+@override_flag("y", active=False)
+def test_tag_name_from_a_variable():
     source = "{% flag name %}A{% else %}B{% endflag %}"
     assert render(source, {"name": "x"}) == "A"
     assert render(source, {"name": "y"}) == "B"
@@ -116,9 +119,9 @@ def test_tag_name_from_a_variable(zkflags):
     assert render("{% flag obj.flag %}A{% else %}B{% endflag %}", {"obj": {"flag": "x"}}) == "A"
 
 
-def test_tag_nested_and_with_content(zkflags):
-    zkflags.write("x", everyone=True)
-    zkflags.write("y", everyone=False)
+@override_flag("x")
+@override_flag("y", active=False)
+def test_tag_nested_and_with_content():
     source = (
         '{% flag "x" %}<{{ who }}{% flag "y" %}+y{% else %}-y{% endflag %}>'
         "{% else %}none{% endflag %}"
@@ -165,52 +168,52 @@ def test_tag_with_a_request_uses_its_user(zkflags, rf):
     assert render(IF_ELSE, {"user": FakeUser(staff=True)}, request=request) == "B"
 
 
-def test_tag_answers_from_the_requests_snapshot(zkflags, rf):
-    zkflags.write("x", everyone=True)
+def test_tag_answers_from_the_requests_snapshot(rf):
     request = rf.get("/")
     request.user = AnonymousUser()
-    request.flags = RequestFlags(request)
-    zkflags.write("x", everyone=False)
-    assert flag_is_active_for_user(None, "x") is False  # the process has the new value
-    assert render(IF_ELSE, request=request) == "A"  # the request keeps its snapshot
+    with override_flag("x"):
+        request.flags = RequestFlags(request)
+    with override_flag("x", active=False):
+        assert flag_is_active_for_user(None, "x") is False  # the process has the new value
+        assert render(IF_ELSE, request=request) == "A"  # the request keeps its snapshot
 
 
-def test_home_template_through_the_client(zkflags, client):
-    zkflags.write("banner", everyone=True)
-    assert client.get("/home/").content.strip() == b"BANNER-ON"
-    zkflags.write("banner", everyone=False)
-    assert client.get("/home/").content.strip() == b"BANNER-OFF"
+def test_home_template_through_the_client(client):
+    with override_flag("banner"):
+        assert client.get("/home/").content.strip() == b"BANNER-ON"
+    with override_flag("banner", active=False):
+        assert client.get("/home/").content.strip() == b"BANNER-OFF"
 
 
 # -- view guards -----------------------------------------------------------------------------
 
 
-def test_flag_required_404_when_off_200_when_on(zkflags, client):
+def test_flag_required_404_when_off_200_when_on(client):
     assert client.get("/guarded/").status_code == 404  # unknown
-    zkflags.write("guarded", everyone=False)
-    assert client.get("/guarded/").status_code == 404
-    zkflags.write("guarded", everyone=True)
-    response = client.get("/guarded/")
+    with override_flag("guarded", active=False):
+        assert client.get("/guarded/").status_code == 404
+    with override_flag("guarded"):
+        response = client.get("/guarded/")
     assert response.status_code == 200
     assert response.content == b"guarded content"
 
 
-def test_flag_required_redirects_when_off(zkflags, client):
-    zkflags.write("guarded", everyone=False)
-    response = client.get("/guarded-redirect/")
+def test_flag_required_redirects_when_off(client):
+    with override_flag("guarded", active=False):
+        response = client.get("/guarded-redirect/")
     assert response.status_code == 302
     assert response["Location"] == "/home/"
-    zkflags.write("guarded", everyone=True)
-    response = client.get("/guarded-redirect/")
+    with override_flag("guarded"):
+        response = client.get("/guarded-redirect/")
     assert response.status_code == 200
     assert response.content == b"guarded content"
 
 
-def test_flag_required_mixin(zkflags, client):
-    zkflags.write("guarded", everyone=False)
-    assert client.get("/guarded-cbv/").status_code == 404
-    zkflags.write("guarded", everyone=True)
-    response = client.get("/guarded-cbv/")
+def test_flag_required_mixin(client):
+    with override_flag("guarded", active=False):
+        assert client.get("/guarded-cbv/").status_code == 404
+    with override_flag("guarded"):
+        response = client.get("/guarded-cbv/")
     assert response.status_code == 200
     assert response.content == b"guarded cbv content"
 
@@ -276,23 +279,23 @@ def test_without_the_middleware_each_check_reads_the_current_snapshot(
     assert client.get("/two-checks/").content == b"True False"
 
 
-def test_without_the_middleware_flag_is_active_works(zkflags, client, no_middleware, rf):
-    zkflags.write("guarded", everyone=True)
-    assert client.get("/guarded/").status_code == 200
-    zkflags.write("guarded", everyone=False)
-    assert client.get("/guarded/").status_code == 404
-    zkflags.write("banner", everyone=True)
-    response = client.get("/home/")
-    assert response.content.strip() == b"BANNER-ON"
-    assert COOKIE not in response.cookies
-    request = rf.get("/")
-    assert not hasattr(request, "flags")
-    assert flag_is_active(request, "banner") is True
+def test_without_the_middleware_flag_is_active_works(client, no_middleware, rf):
+    with override_flag("guarded"):
+        assert client.get("/guarded/").status_code == 200
+    with override_flag("guarded", active=False):
+        assert client.get("/guarded/").status_code == 404
+    with override_flag("banner"):
+        response = client.get("/home/")
+        assert response.content.strip() == b"BANNER-ON"
+        assert COOKIE not in response.cookies
+        request = rf.get("/")
+        assert not hasattr(request, "flags")
+        assert flag_is_active(request, "banner") is True
 
 
-def test_request_flags_memoises_and_lists(zkflags, rf):
-    zkflags.write("on1", everyone=True)
-    zkflags.write("off1", everyone=False)
+@override_flag("on1")
+@override_flag("off1", active=False)
+def test_request_flags_memoises_and_lists(rf):
     request = rf.get("/")
     request.user = AnonymousUser()
     flags = RequestFlags(request)
@@ -559,7 +562,7 @@ def test_flag_changed_is_sent_with_the_changed_names(zkflags, changes):
     assert names == frozenset({"a"})
     changes.clear()
 
-    zkflags.writer.delete("a", version)
+    zkflags.writer.delete_flag("a", version)
     zkflags.wait_version("a", None)
     names, snapshot = _wait_names(changes, "a")
     assert names == frozenset({"a"}) and "a" not in snapshot.flags
@@ -678,8 +681,8 @@ def testing_overrides(settings):
     return settings
 
 
-def test_query_forces_a_flag_on_with_the_setting_and_debug(zkflags, client, testing_overrides):
-    zkflags.write("guarded", everyone=False)
+@override_flag("guarded", active=False)
+def test_query_forces_a_flag_on_with_the_setting_and_debug(client, testing_overrides):
     assert client.get("/guarded/").status_code == 404
     assert client.get("/guarded/?zkflags=guarded:on").status_code == 200
     assert client.get("/guarded/?zkflags=other:on,guarded:1").status_code == 200
@@ -689,14 +692,14 @@ def test_query_forces_a_flag_on_with_the_setting_and_debug(zkflags, client, test
     assert client.get("/guarded/").status_code == 404
 
 
-def test_query_forces_a_flag_off(zkflags, client, testing_overrides):
-    zkflags.write("guarded", everyone=True)
+@override_flag("guarded")
+def test_query_forces_a_flag_off(client, testing_overrides):
     assert client.get("/guarded/?zkflags=guarded:off").status_code == 404
     assert client.get("/guarded/?zkflags=guarded:0").status_code == 404
     assert client.get("/guarded/").status_code == 200
 
 
-def test_query_param_name_is_configurable(zkflags, client, testing_overrides):
+def test_query_param_name_is_configurable(client, testing_overrides):
     testing_overrides.ZKFLAGS = {**testing_overrides.ZKFLAGS, "TESTING_OVERRIDES_PARAM": "ff"}
     assert client.get("/guarded/?ff=guarded:on").status_code == 200
     assert client.get("/guarded/?zkflags=guarded:on").status_code == 404
@@ -707,13 +710,13 @@ def test_query_param_name_is_configurable(zkflags, client, testing_overrides):
     [(False, False), (True, False), (False, True)],
     ids=["default", "setting-without-debug", "debug-without-setting"],
 )
-def test_query_is_ignored_otherwise(zkflags, client, settings, overrides, debug):
-    zkflags.write("guarded", everyone=False)
+def test_query_is_ignored_otherwise(client, settings, overrides, debug):
     settings.ZKFLAGS = {**settings.ZKFLAGS, "TESTING_OVERRIDES": overrides}
     settings.DEBUG = debug
-    assert client.get("/guarded/?zkflags=guarded:on").status_code == 404
-    zkflags.write("guarded", everyone=True)
-    assert client.get("/guarded/?zkflags=guarded:off").status_code == 200
+    with override_flag("guarded", active=False):
+        assert client.get("/guarded/?zkflags=guarded:on").status_code == 404
+    with override_flag("guarded"):
+        assert client.get("/guarded/?zkflags=guarded:off").status_code == 200
 
 
 def test_query_is_ignored_by_default_even_for_an_unknown_flag(client):

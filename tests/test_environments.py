@@ -9,9 +9,10 @@ from django.core.management import CommandError, call_command
 from django.template import Context, Template
 from django.test import RequestFactory
 
-from django_zkflags import flag_is_active_for_user, get_value, runtime
+from django_zkflags import flag_is_active_for_user, get_value, runtime, services
 from django_zkflags.api import RequestFlags
 from django_zkflags.cache import store
+from django_zkflags.exceptions import FlagConflict
 from django_zkflags.models import Flag, FlagChange
 from django_zkflags.rules import (
     FlagRule,
@@ -19,7 +20,6 @@ from django_zkflags.rules import (
     thaw_value,
     validate_environments_document,
 )
-from django_zkflags.zk import FlagConflict
 
 from .conftest import wait_until
 
@@ -72,7 +72,6 @@ def test_value_in_templates_and_request_snapshot(zkflags, rf: RequestFactory):
 
 
 def test_invalid_values_and_overrides_are_refused_before_zookeeper(zkflags):
-    writer = zkflags.writer
     bad_docs = [
         {"name": "x", "value": float("nan")},
         {"name": "x", "environments": {"bad env": {"everyone": True}}},
@@ -83,8 +82,8 @@ def test_invalid_values_and_overrides_are_refused_before_zookeeper(zkflags):
     ]
     for doc in bad_docs:
         with pytest.raises(InvalidFlag):
-            writer.write(doc, None)
-    assert writer.read_flag("x") == (None, None)
+            zkflags.put(doc, None)  # refused by FlagRule, before the writer
+    assert zkflags.read("x") == (None, None)
 
 
 def test_environment_overrides_inherit_from_parents(zkflags, settings):
@@ -98,9 +97,10 @@ def test_environment_overrides_inherit_from_parents(zkflags, settings):
             "staging": {"everyone": True, "value": {"provider": "sandbox"}},
         },
     )
-    writer = zkflags.writer
-    writer.write_environments(
-        {"parents": {"production": None, "canary": "production", "staging": None}, "hosts": {}},
+    zkflags.writer.write_environments(
+        validate_environments_document(
+            {"parents": {"production": None, "canary": "production", "staging": None}}
+        ),
         None,
     )
     # No environment configured: the base rule.
@@ -145,7 +145,14 @@ def test_a_host_pegged_to_an_environment_moves_live(zkflags, settings):
 
 
 def test_environment_document_is_validated_and_versioned(zkflags):
-    writer = zkflags.writer
+    def save(doc, expected_version):
+        return services.save_environments(doc, expected_version=expected_version, source="test")
+
+    def stored():
+        environments = zkflags.reader.environments()
+        assert environments.error is None
+        return environments.document, environments.version
+
     for bad in (
         {"parents": {"a": "b", "b": "a"}},
         {"parents": {"a": "missing"}},
@@ -156,30 +163,32 @@ def test_environment_document_is_validated_and_versioned(zkflags):
         with pytest.raises(InvalidFlag):
             validate_environments_document(bad)
         with pytest.raises(InvalidFlag):
-            writer.write_environments(bad, None)
-    assert writer.read_environments() == ({"parents": {}, "hosts": {}}, None)
-    writer.write_environments({"parents": {"a": None}}, None)
+            save(bad, None)
+    assert stored() == ({"parents": {}, "hosts": {}}, None)
+    save({"parents": {"a": None}}, None)
     with pytest.raises(FlagConflict):
-        writer.write_environments({"parents": {"b": None}}, None)  # stale: someone wrote v0
-    writer.write_environments({"parents": {"a": None, "b": "a"}}, 0)
-    assert writer.read_environments() == ({"parents": {"a": None, "b": "a"}, "hosts": {}}, 1)
+        save({"parents": {"b": None}}, None)  # stale: someone wrote v0
+    save({"parents": {"a": None, "b": "a"}}, 0)
+    assert stored() == ({"parents": {"a": None, "b": "a"}, "hosts": {}}, 1)
     with pytest.raises(CommandError, match="undefined"):
         zkflags_command("host", "web-9", "nowhere")
 
 
 def test_flag_writes_keep_the_environments_and_repair_restores_them(zkflags):
-    writer = zkflags.writer
-    writer.write_environments({"parents": {"production": None}, "hosts": {"h": "production"}}, None)
+    zkflags.writer.write_environments(
+        validate_environments_document(
+            {"parents": {"production": None}, "hosts": {"h": "production"}}
+        ),
+        None,
+    )
     zkflags.write("a", everyone=True)
-    payload, _version = writer.read_snapshot_payload()
-    assert payload["environments"] == {
+    assert zkflags.reader.snapshot().environments == {
         "parents": {"production": None},
         "hosts": {"h": "production"},
     }
     # A snapshot rebuilt from the source znodes (repair) carries them too.
     assert "Repaired" in zkflags_command("repair")
-    payload, _version = writer.read_snapshot_payload()
-    assert payload["environments"]["hosts"] == {"h": "production"}
+    assert zkflags.reader.snapshot().environments["hosts"] == {"h": "production"}
 
 
 def test_admin_edits_value_and_overrides(zkflags, admin_client):
@@ -195,7 +204,7 @@ def test_admin_edits_value_and_overrides(zkflags, admin_client):
         },
     )
     assert response.status_code == 302, response.content.decode()[:2000]
-    doc, version = zkflags.writer.read_flag("tuned")
+    doc, version = zkflags.read("tuned")
     assert doc["value"] == {"limit": 10}
     assert doc["environments"] == {"staging": {"value": {"limit": 99}, "everyone": True}}
     zkflags.wait_version("tuned", version)
@@ -211,7 +220,7 @@ def test_admin_edits_value_and_overrides(zkflags, admin_client):
         response = admin_client.post("/admin/django_zkflags/flag/add/", data)
         assert response.status_code == 200
         assert response.context["adminform"].form.errors.get(field)
-    assert zkflags.writer.read_flag("broken") == (None, None)
+    assert zkflags.read("broken") == (None, None)
     assert not Flag.objects.filter(name="broken").exists()
 
 
@@ -219,13 +228,13 @@ def test_set_command_with_value_and_environment(zkflags):
     out = zkflags_command("set", "rate", "--value", "3")
     assert "version 0" in out
     zkflags_command("set", "rate", "--env", "staging", "--on", "--value", '"fast"')
-    doc, version = zkflags.writer.read_flag("rate")
+    doc, version = zkflags.read("rate")
     assert doc["value"] == 3 and doc["environments"] == {
         "staging": {"everyone": True, "value": "fast"}
     }
     with pytest.raises(CommandError, match="JSON"):
         zkflags_command("set", "rate", "--value", "{oops")
-    assert zkflags.writer.read_flag("rate")[1] == version
+    assert zkflags.read("rate")[1] == version
     assert "agree" in zkflags_command("check")
 
 

@@ -464,8 +464,9 @@ def test_a_bad_entry_does_not_break_the_other_flags_of_a_snapshot():
     assert "Percent" in errors["big"]
 
 
-def test_with_everyone_keeps_the_other_rules():
+def test_switching_everyone_in_the_document_keeps_the_other_rules():
+    # How services.set_everyone switches a flag: the document with "everyone" replaced.
     r = rule(staff=True, percent=5, users=[1])
-    on = r.with_everyone(True)
+    on = FlagRule.from_document({**r.to_document(), "everyone": True})
     assert on.everyone is True and on.staff and on.percent == 5 and on.users == {1}
-    assert on.with_everyone(None) == r
+    assert FlagRule.from_document({**on.to_document(), "everyone": None}) == r
