@@ -51,6 +51,14 @@ DEFAULTS: dict[str, Any] = {
     "WRITE_TIMEOUT": 5.0,
     # ZooKeeper session timeout, seconds.
     "SESSION_TIMEOUT": 10.0,
+    # Every process checks this often (seconds, with +-20% jitter) that the snapshot it
+    # serves is still the latest, with one cheap `exists`: a watch ZooKeeper dropped without
+    # telling is then noticed and re-armed. 0 turns it off.
+    "VERIFY_INTERVAL": 10.0,
+    # After this many seconds without a session, reconnect as a client that has seen no
+    # transaction: a wiped or rebuilt ensemble refuses clients that saw newer ones (kazoo
+    # issue #42), forever. 0 turns it off.
+    "RESET_HISTORY_AFTER": 15.0,
     # Ceiling of the reconnect back-off, seconds. kazoo's own default grows to an hour.
     "RECONNECT_MAX_DELAY": 1.0,
     # The environment this process resolves flags for (per-environment overrides, inherited

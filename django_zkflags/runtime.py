@@ -12,6 +12,8 @@ import atexit
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from django.core.signals import setting_changed
@@ -22,6 +24,7 @@ from . import conf
 from .cache import store
 from .client import Paths, Requests, acl_for, gevent_patched, make_client
 from .diskcopy import SnapshotFile
+from .history_reset import HistoryReset
 from .kazoo_compat import abandon_in_forked_child, forget_exit_hook
 from .reader import TreeReader
 from .snapshot import (
@@ -52,6 +55,7 @@ class FlagRuntime:
         path = conf.snapshot_file_path()
         self.snapshot_file = SnapshotFile(path) if path else None
         self.watch: NodeWatch | None = None
+        self.history_reset = HistoryReset(self.client, float(conf.get("RESET_HISTORY_AFTER")))
         self.loaded = threading.Event()  # set once a snapshot came from ZooKeeper
         self.last_error: str | None = None
         self.pid = os.getpid()
@@ -63,6 +67,7 @@ class FlagRuntime:
         if not self._started:
             self._started = True
             self.client.start_async()  # never blocks; kazoo keeps retrying in the background
+            self.history_reset.start()
             # kazoo just registered its own exit hook; ours must run before it (LIFO).
             atexit.unregister(_shutdown)
             atexit.register(_shutdown)
@@ -78,6 +83,7 @@ class FlagRuntime:
             self.paths.snapshot,
             self._on_snapshot,
             timeout=float(conf.get("SESSION_TIMEOUT")),
+            verify_interval=float(conf.get("VERIFY_INTERVAL")),
         )
         self.watch.start()
 
@@ -88,6 +94,7 @@ class FlagRuntime:
         """Stop watching and close the session, never taking much more than ``timeout``."""
         if self.watch is not None:
             self.watch.stop(timeout=min(timeout, 0.5))
+        self.history_reset.stop()
 
         def _stop() -> None:
             try:
@@ -117,12 +124,13 @@ class FlagRuntime:
     def reader(self) -> TreeReader:
         return TreeReader(self.requests(), self.paths)
 
-    def writer(self) -> FlagWriter:
+    def writer(self, check_empty_tree: Callable[[], None] | None = None) -> FlagWriter:
         return FlagWriter(
             self.requests(),
             self.paths,
             acl_for(self.url),
             max_bytes=int(conf.get("MAX_WRITE_BYTES")),
+            check_empty_tree=check_empty_tree,
         )
 
     # -- snapshots (the watch's thread) ----------------------------------------------------
@@ -149,6 +157,17 @@ class FlagRuntime:
         )
 
     def _on_snapshot(self, data: bytes | None, stat: ZnodeStat | None) -> None:
+        if data is None and store.base.source != "empty":
+            # The node is gone (deleted by hand, a wiped ensemble): that is not "no flags".
+            # Keep serving the last good snapshot, and its disk copy, until one reappears.
+            self.last_error = f"the snapshot znode {self.paths.snapshot} is missing"
+            log.error(
+                "The snapshot znode %s is missing; keeping the last good snapshot (%d flags)",
+                self.paths.snapshot,
+                len(store.base.flags),
+            )
+            self.loaded.set()
+            return
         zxid = stat.mzxid if stat is not None else 0
         try:
             snapshot = self._compile(data, zxid, "zookeeper")
@@ -201,6 +220,15 @@ class FlagRuntime:
             "environment_chain": list(snapshot.chain),
             "invalid_flags": dict(snapshot.errors),
             "last_error": self.last_error or (watch.last_error if watch else None),
+            # How stale this process may be: when it last knew it held the latest snapshot.
+            "confirmed_seconds_ago": (
+                round(time.monotonic() - watch.confirmed_at, 3)
+                if watch is not None and watch.confirmed_at is not None
+                else None
+            ),
+            "verify_interval": watch.verify_interval if watch else None,
+            "missed_changes": watch.missed_changes if watch else 0,
+            "history_resets": self.history_reset.resets,
             "snapshot_file": self.snapshot_file.path if self.snapshot_file else None,
             "pid": self.pid,
         }

@@ -103,7 +103,7 @@ def save_flag(
 ) -> FlagChange | None:
     """Create (``expected_version=None``) or change a flag from the version the editor
     started from. Returns the audit row, or None when nothing changed."""
-    result = runtime.get_runtime().writer().write_flag(rule, expected_version)
+    result = _writer().write_flag(rule, expected_version)
     if not result.changed:
         return None
     with _atomic():
@@ -128,7 +128,7 @@ def delete_flag(
         with _atomic():
             _delete_row(name)
         return None
-    result = runtime.get_runtime().writer().delete_flag(name, expected_version)
+    result = _writer().delete_flag(name, expected_version)
     with _atomic():
         _delete_row(name)
         return _record(result, "deleted", actor, source)
@@ -173,7 +173,7 @@ def push_row(row: Flag, *, source: str = "orm") -> FlagChange | None:
     Django writes the row itself afterwards."""
     row.check_not_renamed()
     rule = row.to_rule()
-    result = runtime.get_runtime().writer().write_flag(rule, row.zk_version)
+    result = _writer().write_flag(rule, row.zk_version)
     row.zk_version = result.version
     row.remember_name()
     if not result.changed:
@@ -236,7 +236,7 @@ def save_environments(
     """Replace the environments document (parents, pegged hosts) from the version the
     editor read. Returns the audit row, or None when nothing changed."""
     doc = validate_environments_document(doc)
-    result = runtime.get_runtime().writer().write_environments(doc, expected_version)
+    result = _writer().write_environments(doc, expected_version)
     if not result.changed:
         return None
     with _atomic():
@@ -354,7 +354,7 @@ def repair(*, delete_orphan_rows: bool = False) -> RepairReport:
     drift = check()
     if drift.zookeeper_lost_data:
         raise FlagWriteError(next(what for name, what in drift.problems if name == "(zookeeper)"))
-    invalid = runtime.get_runtime().writer().rebuild_snapshot()
+    invalid = _writer().rebuild_snapshot()
     mirrored: list[str] = []
     deleted: list[str] = []
     with _atomic():
@@ -389,7 +389,7 @@ def restore(*, actor: Actor = None, names: Iterable[str] | None = None) -> list[
         if row.name in present or (wanted is not None and row.name not in wanted):
             continue
         rule = row.to_rule()
-        result = runtime.get_runtime().writer().write_flag(rule, None)
+        result = _writer(restoring=True).write_flag(rule, None)
         with _atomic():
             _mirror(rule, result.version)
             restored.append(_record(result, "restored", actor, "restore"))
@@ -397,6 +397,27 @@ def restore(*, actor: Actor = None, names: Iterable[str] | None = None) -> list[
 
 
 # -- rows and audit (inside the database transaction) ---------------------------------------
+
+
+class ZooKeeperLostData(FlagWriteError):
+    """ZooKeeper holds nothing under the root while the admin's rows say it had flags."""
+
+
+def _refuse_empty_tree() -> None:
+    mirrored = Flag.objects.filter(zk_version__isnull=False).count()
+    if mirrored:
+        root = runtime.get_runtime().url.root
+        raise ZooKeeperLostData(
+            f"ZooKeeper holds no flags under {root}, but {mirrored} admin row(s) mirror "
+            "flags it had: it lost its data, or ZKFLAGS_URL points elsewhere. Nothing was "
+            "saved: a snapshot with only this change would turn every other flag off in "
+            "every process. Run 'manage.py zkflags restore' first."
+        )
+
+
+def _writer(*, restoring: bool = False) -> Any:
+    return runtime.get_runtime().writer(None if restoring else _refuse_empty_tree)
+
 
 
 def _atomic() -> Any:
@@ -480,6 +501,7 @@ def _record(result: WriteResult, action: str, actor: Actor, source: str) -> Flag
 
 __all__ = [
     "ENVIRONMENTS",
+    "ZooKeeperLostData",
     "acting_as",
     "Drift",
     "RepairReport",

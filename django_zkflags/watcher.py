@@ -9,7 +9,12 @@ keeps kazoo's callbacks to setting an event; a thread of its own does the reads:
   the bytes to ``on_data``; a burst of changes collapses into reads of the latest data;
 * after a (re)connection it first ``sync``\\s, so a new session on a lagging follower
   cannot hand back older data; between syncs a read older than the last applied one
-  (by ``mzxid``) is ignored.
+  (by ``mzxid``) is ignored;
+* every ``verify_interval`` seconds (with jitter, so a fleet does not ask at once) it
+  checks the node's ``mzxid`` with one ``exists`` (no watch, no data) and re-reads if it
+  moved: ZooKeeper can drop a watch without telling (a change made while an ACL denied
+  this client READ), and nothing else would ever notice. :attr:`confirmed_at` is when the
+  process last knew it held the latest data.
 
 One server-side watch per process, whatever the number of flags.
 """
@@ -17,6 +22,7 @@ One server-side watch per process, whatever the number of flags.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -46,9 +52,11 @@ class NodeWatch:
         *,
         name: str = "zkflags-watch",
         timeout: float = 10.0,
+        verify_interval: float = 0.0,
     ) -> None:
         self.client = client
         self.timeout = timeout
+        self.verify_interval = verify_interval
         self.path = path
         self.on_data = on_data
         self._dirty = threading.Event()
@@ -61,6 +69,9 @@ class NodeWatch:
         self.state_changed_at = time.monotonic()
         self.last_error: str | None = None
         self.last_read_at: float | None = None
+        self.confirmed_at: float | None = None  # monotonic time the data was last known current
+        self.missed_changes = 0  # changes found by verification, not by the watch
+        self._next_verify = time.monotonic()
 
     def start(self) -> None:
         self.client.add_listener(self._on_state)
@@ -95,25 +106,58 @@ class NodeWatch:
     def _on_event(self, event: Any) -> None:
         self._dirty.set()
 
+    def _schedule_verify(self) -> None:
+        if self.verify_interval > 0:
+            self._next_verify = time.monotonic() + self.verify_interval * random.uniform(0.8, 1.2)
+
+    def _wait(self) -> bool:
+        """Wait for work; False when it is time to verify instead."""
+        if self.verify_interval <= 0:
+            return self._dirty.wait()
+        return self._dirty.wait(max(0.0, self._next_verify - time.monotonic()))
+
     def _run(self) -> None:
         backoff = 0.05
         while True:
-            self._dirty.wait()
+            dirty = self._wait()
             if self._stopping:
                 return
-            self._dirty.clear()
             if not self.client.connected:
+                self._dirty.clear()
+                self._schedule_verify()
                 continue  # the CONNECTED listener sets dirty again
             try:
-                self._read_once()
+                if dirty:
+                    self._dirty.clear()
+                    self._read_once()
+                else:
+                    self._verify()
+                self._schedule_verify()
                 backoff = 0.05
             except Exception as exc:  # a broken read must never end the watch
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("Reading %s failed (%s); retrying", self.path, self.last_error)
                 time.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                backoff = min(backoff * 2, 5.0)
                 if self.client.connected:
                     self._dirty.set()
+
+    def _verify(self) -> None:
+        """Is what we applied still the latest? One ``exists``: no data, no watch."""
+        stat = self.client.exists_async(self.path).get(timeout=self.timeout)
+        mzxid = stat.mzxid if stat is not None else 0
+        if mzxid == max(self._last_mzxid, 0):
+            self.confirmed_at = time.monotonic()
+            return
+        self.missed_changes += 1
+        log.warning(
+            "The watch on %s missed a change (applied mzxid %#x, ZooKeeper has %#x); "
+            "re-reading",
+            self.path,
+            max(self._last_mzxid, 0),
+            mzxid,
+        )
+        self._dirty.set()
 
     def _read_once(self) -> None:
         synced = False
@@ -138,6 +182,7 @@ class NodeWatch:
             data, stat = None, None
         self.reads += 1
         self.last_read_at = time.monotonic()
+        self.confirmed_at = self.last_read_at
         mzxid = stat.mzxid if stat is not None else 0
         if not synced and stat is not None and mzxid < self._last_mzxid:
             return  # older than what we have: a lagging server

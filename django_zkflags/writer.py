@@ -90,7 +90,12 @@ class FlagWriter:
         acl: list[Any],
         *,
         max_bytes: int = 1000 * 1000,
+        check_empty_tree: Callable[[], None] | None = None,
     ) -> None:
+        """``check_empty_tree`` is called before a write that would start the tree from
+        nothing (no snapshot, no flag, no environments): it raises to refuse that (when
+        ZooKeeper lost data that exists elsewhere, say)."""
+        self.check_empty_tree = check_empty_tree
         self.requests = requests
         self.client: KazooClient = requests.client
         self.paths = paths
@@ -245,9 +250,12 @@ class FlagWriter:
         except CorruptSnapshot:
             log.error("Snapshot znode is corrupt; rebuilding it from the source znodes")
             version = self.reader.snapshot_version()
-        entries = self.reader.flag_entries()[0]
-        environments = self.reader.environments().document
-        return _View(entries, environments, version)
+        entries, invalid = self.reader.flag_entries()
+        environments = self.reader.environments()
+        empty = not entries and not invalid and environments.version is None
+        if empty and version is None and self.check_empty_tree is not None:
+            self.check_empty_tree()
+        return _View(entries, environments.document, version)
 
     def _check_size(self, payload: bytes, node_data: bytes, what: str) -> None:
         # An oversize packet is not an error in ZooKeeper: the server drops the connection.

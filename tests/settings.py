@@ -40,4 +40,10 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # The suite starts its own ZooKeeper and points ZKFLAGS_URL at it per test.
 ZKFLAGS_URL = "zk://127.0.0.1:1/not-started"
-ZKFLAGS = {"AUTOSTART": False, "SNAPSHOT_FILE": None, "STARTUP_TIMEOUT": 5.0, "WRITE_TIMEOUT": 3.0}
+ZKFLAGS = {
+    "AUTOSTART": False,
+    "SNAPSHOT_FILE": None,
+    "STARTUP_TIMEOUT": 5.0,
+    "WRITE_TIMEOUT": 3.0,
+    "VERIFY_INTERVAL": 1.0,
+}

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from . import views
+
+app_name = "django_zkflags"
+
+urlpatterns = [
+    path("health/", views.health, name="health"),
+]
