@@ -15,10 +15,12 @@ Events (``"event"`` is the first key):
 
 ``ready``
     once, after ``django.setup()`` returned: ``startup_seconds`` (how long ``django.setup()``
-    took, the watcher's start and its wait for a first snapshot included), ``rss_kb``
-    (after ``gc.collect()``), ``session_id`` (``0x...`` as ZooKeeper's ``wchc`` prints
-    it, None when not connected), ``flags`` (how many this process holds) and the flag's
-    state (below).
+    took, the watcher's start and its wait for a first snapshot included),
+    ``watcher_start_seconds`` (the part of it from the start of django_zkflags'
+    ``AppConfig.ready``: the watcher's start and that wait, a "cold start"; kazoo is
+    imported beforehand), ``rss_kb`` (after ``gc.collect()``), ``session_id`` (``0x...``
+    as ZooKeeper's ``wchc`` prints it, None when not connected), ``flags`` (how many this
+    process holds) and the flag's state (below).
 ``value``
     the flag's state: ``active`` (``flag_is_active_for_user(None, FLAG)``), ``version``
     (its znode version, None when absent), ``everyone``, ``source`` ("zookeeper", "file",
@@ -61,6 +63,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +73,9 @@ if str(ROOT) not in sys.path:  # when run by path rather than with -m from the r
 
 #: How often the main loop looks for changes that send no signal (and for a lost parent).
 POLL_INTERVAL = 0.05
+#: An app listed just before django_zkflags: its ready() runs just before django_zkflags'.
+MARK_APP = "flagwatcher_mark"
+marks: dict[str, float] = {}
 
 
 def rss_kb() -> int:
@@ -185,6 +191,22 @@ def on_flag_changed(sender: object, names: frozenset[str], **kwargs: Any) -> Non
         current.report("signal", kwargs.get("snapshot"), t_wall=t_wall, t_mono=t_mono)
 
 
+def install_mark_app() -> None:
+    """Make ``MARK_APP``, whose ``ready()`` notes when django_zkflags' is about to run."""
+    from django.apps import AppConfig
+
+    class MarkConfig(AppConfig):
+        name = label = MARK_APP
+        path = str(ROOT)  # a module made in memory has no location of its own
+
+        def ready(self) -> None:
+            marks["zkflags_ready"] = time.monotonic()
+
+    module = types.ModuleType(MARK_APP)
+    module.MarkConfig = MarkConfig  # type: ignore[attr-defined]
+    sys.modules[MARK_APP] = module
+
+
 def configure(args: argparse.Namespace) -> None:
     from django.conf import settings
 
@@ -200,6 +222,7 @@ def configure(args: argparse.Namespace) -> None:
         INSTALLED_APPS=[
             "django.contrib.auth",
             "django.contrib.contenttypes",
+            f"{MARK_APP}.MarkConfig",
             "django_zkflags",
         ],
         DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
@@ -274,7 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         reporter = Reporter(args.flag, "child")
 
     os.register_at_fork(after_in_child=after_fork_in_child)
+    install_mark_app()
     configure(args)
+    import kazoo.client  # noqa: F401  (not counted in watcher_start_seconds)
+
     from django_zkflags.signals import flag_changed
 
     flag_changed.connect(on_flag_changed, weak=False)
@@ -282,7 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()  # AppConfig.ready starts the watcher (waits up to STARTUP_TIMEOUT)
-    reporter.ready(startup_seconds=time.monotonic() - started)
+    ended = time.monotonic()
+    reporter.ready(
+        startup_seconds=ended - started,
+        watcher_start_seconds=ended - marks.get("zkflags_ready", started),
+    )
 
     child = 0
     parent: int | None = None
@@ -290,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         parent = os.getpid()
         child = os.fork()  # the package's at-fork hook gives the child a watcher of its own
         if child == 0:
-            reporter.ready(startup_seconds=0.0, parent=parent)
+            reporter.ready(startup_seconds=0.0, watcher_start_seconds=0.0, parent=parent)
         else:
             parent = None
             reporter.emit("forked", child=child)
