@@ -17,7 +17,7 @@ import pytest
 
 from django_zkflags.runtime import FILE_HEADER
 from django_zkflags.snapshot import decode_entries
-from tests.support.children import Child, Children
+from tests.support.children import Child, Children, is_value
 from tests.support.zookeeper import ZooKeeperServer
 
 from .conftest import wait_until
@@ -88,6 +88,7 @@ def test_change_reaches_another_process_across_an_outage(zkflags, spawn, restore
     seen = child.wait_value(active=False, version=1)
     assert seen["source"] == "zookeeper"
 
+    outage = child.mark()
     zkflags.server.stop()
     try:
         status = wait_disconnected(child)
@@ -103,7 +104,12 @@ def test_change_reaches_another_process_across_an_outage(zkflags, spawn, restore
     flag.everyone = True
     flag.save()
     assert flag.zk_version == 2
-    child.wait_value(active=True, version=2, source="zookeeper")
+    # The change after the outage is the barrier: until it, the child served nothing else.
+    before = child.events_before(
+        lambda e: is_value(e) and e["version"] == 2 and e["source"] == "zookeeper", outage
+    )
+    served = {(e["active"], e["version"], e["source"]) for e in before if is_value(e)}
+    assert served <= {(False, 1, "zookeeper")}, child.describe()
     assert child.status()["status"]["connected"] is True
 
     assert child.close(EXIT_BOUND) < EXIT_BOUND
@@ -138,8 +144,13 @@ def test_process_started_while_zookeeper_is_down(zkflags, spawn, restore_server,
         third.assert_clean_exit("sigterm")
 
         zkflags.server.start()
-        # ZooKeeper is back: the process catches up (same flag, now from ZooKeeper).
-        second.wait_value(active=True, version=version, source="zookeeper")
+        # ZooKeeper is back: the process catches up (same flag, now from ZooKeeper), and
+        # until then it served the disk copy and nothing else.
+        before = second.events_before(
+            lambda e: is_value(e) and e["source"] == "zookeeper" and e["version"] == version
+        )
+        served = {(e["active"], e["version"], e["source"]) for e in before if is_value(e)}
+        assert served == {(True, version, "file")}, second.describe()
         wait_connected(zkflags)
         newer = zkflags.write("banner", everyone=False)
         second.wait_value(active=False, version=newer, source="zookeeper")

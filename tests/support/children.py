@@ -8,8 +8,9 @@ Shared by the tests and the benchmark::
         status = child.ask("status")
         seconds = child.close()                # EOF on stdin; raises if it hangs
 
-A thread per child reads its JSON lines into ``child.events``. Every wait has a generous
-bound that only catches hangs; when it runs out (or the process exits first) the
+A thread per child reads its JSON lines into ``child.events``. To show that something
+did not happen, wait for a later sentinel first (``events_before``), never sleep. Every
+wait has a generous bound that only catches hangs; when it runs out (or the process exits first) the
 AssertionError says what was awaited, shows the last events and the tail of the child's
 stderr (kept in a file), after asking a still running child for its threads' stacks.
 """
@@ -178,6 +179,18 @@ class Child:
 
         what = f"a value {expected}" + (f" from the {role}" if role else "")
         return self.wait_for(matches, timeout, after, what)
+
+    def events_before(
+        self, sentinel: Predicate, after: int = 0, timeout: float = HANG_TIMEOUT
+    ) -> list[Event]:
+        """A barrier, to show that something did *not* happen: wait for the ``sentinel``
+        event (the report of a later change the test made), then return the events from
+        index ``after`` up to it. The child reports in order, so whatever it was going to
+        report about anything earlier is in them."""
+        event = self.wait_for(sentinel, timeout, after, "the sentinel event")
+        with self._cond:
+            end = next(i for i in range(after, len(self.events)) if self.events[i] is event)
+            return self.events[after:end]
 
     def ready(self, timeout: float = HANG_TIMEOUT, role: str | None = None) -> Event:
         return self.wait_for(
