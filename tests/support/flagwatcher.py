@@ -9,7 +9,8 @@ starts it and reads it)::
 It configures Django in code (``django_zkflags`` with ``AUTOSTART``, an in-memory SQLite
 database) and calls ``django.setup()``, so that ``AppConfig.ready`` starts the watcher as
 in a real site. It uses only the package's public surface: ``flag_is_active_for_user``,
-``django_zkflags.status()``, the ``flag_changed`` signal and ``cache.store``.
+``django_zkflags.status()``, the ``flag_changed`` signal and ``cache.store`` (but for the
+session id, while ``status()`` does not give it: see ``session_id``).
 
 Events (``"event"`` is the first key):
 
