@@ -26,7 +26,6 @@ import json
 import math
 import os
 import platform
-import queue
 import random
 import re
 import shutil
@@ -35,7 +34,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import types
 import uuid
@@ -45,9 +43,11 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-# The ZooKeeper launcher lives with the tests (tests/support), not in the package.
+# The ZooKeeper launcher and the watcher processes live with the tests (tests/support), not
+# in the package.
 sys.path.insert(0, str(HERE.parent))
-CHILD = HERE / "watcher_child.py"
+from tests.support.children import Child, Children  # noqa: E402
+
 URLCONF = "zkflags_bench_urls"  # /page/ -> the view with @flag_required
 URLCONF_PLAIN = "zkflags_bench_urls_plain"  # /page/ -> the same view without it
 
@@ -326,105 +326,31 @@ class RedisServer:
 
 
 # --------------------------------------------------------------------------------------
-# watcher child processes
+# watcher child processes: tests/support/flagwatcher.py, through tests.support.children
+
+#: A watcher's STARTUP_TIMEOUT: how long its AppConfig.ready waits for the first snapshot.
+WATCHER_STARTUP = 60.0
 
 
-class Children:
-    """Child processes running bench/watcher_child.py, read by one thread each."""
-
-    def __init__(self, log_dir: str) -> None:
-        self.log_dir = log_dir
-        self.cond = threading.Condition()
-        self.procs: list[Child] = []
-
-    def spawn(self, url: str, watch: str | None, snapshot_file: str = "") -> Child:
-        child = Child(self, url, watch, snapshot_file)
-        self.procs.append(child)
-        return child
-
-    def wait(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        with self.cond:
-            return self.cond.wait_for(predicate, timeout)
-
-    def close_all(self) -> None:
-        for child in self.procs:
-            child.close()
-        self.procs = []
+def spawn_watcher(children: Children, url: str, flag: str, snapshot_file: str) -> Child:
+    """A minimal Django process watching ``flag`` (ready reported later: see wait_ready)."""
+    return children.spawn(url, flag, snapshot_file=snapshot_file, startup_timeout=WATCHER_STARTUP)
 
 
-class Child:
-    def __init__(self, group: Children, url: str, watch: str | None, snapshot_file: str) -> None:
-        self.group = group
-        self.ready: dict[str, Any] | None = None
-        self.seen: dict[int, tuple[int, bool | None]] = {}  # version -> (t_ns, everyone)
-        self.replies: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.exited = False
-        cmd = [sys.executable, str(CHILD), "--url", url, "--snapshot-file", snapshot_file]
-        if watch:
-            cmd += ["--watch", watch]
-        self.stderr = open(  # closed in close()
-            os.path.join(group.log_dir, f"child-{uuid.uuid4().hex[:8]}.log"), "wb"
-        )
-        self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.stderr,
-            text=True,
-            bufsize=1,
-        )
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+def wait_ready(kid: Child) -> dict[str, Any]:
+    """Its ``ready`` event, once it loaded a snapshot from ZooKeeper."""
+    ready = kid.ready(timeout=WATCHER_STARTUP * 2)
+    if ready["source"] != "zookeeper":
+        raise RuntimeError(f"watcher child did not load a snapshot\n{kid.describe()}")
+    return ready
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            with self.group.cond:
-                event = msg.get("event")
-                if event == "seen":
-                    self.seen.setdefault(msg["version"], (msg["t"], msg["everyone"]))
-                elif event == "ready":
-                    self.ready = msg
-                else:
-                    self.replies.put(msg)
-                self.group.cond.notify_all()
-        with self.group.cond:
-            self.exited = True
-            self.group.cond.notify_all()
 
-    def wait_ready(self, timeout: float = 120.0) -> dict[str, Any]:
-        self.group.wait(lambda: self.ready is not None or self.exited, timeout)
-        if self.ready is None:
-            raise RuntimeError(f"watcher child did not start; see {self.stderr.name}")
-        if not self.ready.get("loaded"):
-            raise RuntimeError(f"watcher child did not load a snapshot; see {self.stderr.name}")
-        return self.ready
-
-    def ask(self, command: str, timeout: float = 30.0) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command + "\n")
-        self.proc.stdin.flush()
-        return self.replies.get(timeout=timeout)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write("quit\n")
-                self.proc.stdin.close()
-            except (BrokenPipeError, OSError):
-                pass
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.reader.join(5)
-        self.stderr.close()
+def seen(version: int) -> Callable[[dict[str, Any]], bool]:
+    """A watcher's report of ``version``, timed in its ``flag_changed`` receiver (CLOCK_MONOTONIC
+    is system-wide on Linux: its ``t_mono`` compares with this process's time.monotonic())."""
+    return lambda e: (
+        e.get("event") == "value" and e.get("via") == "signal" and e.get("version") == version
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -886,10 +812,10 @@ class Bench:
         shared_file = os.path.join(self.tmp, "watchers.snapshot")
         for n in self.plan.watchers:
             log(f"propagation to {n} watching process(es), {self.plan.changes} changes")
-            kids = [self.children.spawn(self.url, "prop", shared_file) for _ in range(n)]
+            kids = [spawn_watcher(self.children, self.url, "prop", shared_file) for _ in range(n)]
             try:
                 for kid in kids:
-                    kid.wait_ready()
+                    wait_ready(kid)
                 _doc, version = writer.read_flag("prop")
                 everyone = False
                 from_return: list[float] = []
@@ -899,21 +825,21 @@ class Bench:
                 for _i in range(self.plan.changes):
                     time.sleep(random.uniform(0.002, 0.012))
                     everyone = not everyone
-                    t_start = time.monotonic_ns()
+                    marks = [kid.mark() for kid in kids]
+                    t_start = time.monotonic()
                     version = writer.write({"name": "prop", "everyone": everyone}, version).version
-                    t_ret = time.monotonic_ns()
-                    write_ms.append((t_ret - t_start) / 1e6)
-                    v = version
-                    if not self.children.wait(
-                        lambda v=v, kids=kids: all(v in k.seen for k in kids), 10.0
-                    ):
-                        missing += sum(1 for k in kids if v not in k.seen)
-                    with self.children.cond:
-                        for kid in kids:
-                            if v in kid.seen:
-                                t_seen = kid.seen[v][0]
-                                from_return.append((t_seen - t_ret) / 1e6)
-                                from_start.append((t_seen - t_start) / 1e6)
+                    t_ret = time.monotonic()
+                    write_ms.append((t_ret - t_start) * 1000)
+                    deadline = t_ret + 10.0
+                    for kid, mark in zip(kids, marks, strict=True):
+                        event = kid.wait_or_none(
+                            seen(version), max(0.0, deadline - time.monotonic()), after=mark
+                        )
+                        if event is None:
+                            missing += 1
+                            continue
+                        from_return.append((event["t_mono"] - t_ret) * 1000)
+                        from_start.append((event["t_mono"] - t_start) * 1000)
                 # Every watcher must end on the final value.
                 stale = 0
                 for kid in kids:
@@ -936,7 +862,6 @@ class Bench:
             finally:
                 for kid in kids:
                     kid.close()
-                self.children.procs = [k for k in self.children.procs if k not in kids]
         self.results["propagation"] = out
 
     # ---- scale ------------------------------------------------------------------------
@@ -1015,15 +940,15 @@ class Bench:
                 missed = stale = 0
                 for r in range(self.plan.scale_repeats):
                     snap_file = os.path.join(self.tmp, f"scale-{size}-{r}.snapshot")
-                    kid = self.children.spawn(url, probe, snap_file)
+                    kid = spawn_watcher(self.children, url, probe or "absent", snap_file)
                     try:
-                        ready = kid.wait_ready()
+                        ready = wait_ready(kid)
                         if ready["flags"] != size:
                             raise RuntimeError(f"child loaded {ready['flags']} flags, not {size}")
-                        cold.append(ready["cold_start_ns"] / 1e6)
+                        cold.append(ready["watcher_start_seconds"] * 1000)
                         rss.append(ready["rss_kb"])
                         counts = self.count_watches()
-                        watches.append(counts.get(ready["session"], 0))
+                        watches.append(counts.get(ready["session_id"], 0))
                         if r == 0 and probe is not None:
                             writer = FlagWriter(client, parse_url(url), timeout=30)
                             _doc, version = writer.read_flag(probe)
@@ -1032,13 +957,14 @@ class Bench:
                                 time.sleep(0.01)
                                 everyone = not everyone
                                 doc = {"name": probe, "everyone": everyone}
-                                t_start = time.monotonic_ns()
+                                mark = kid.mark()
+                                t_start = time.monotonic()
                                 version = writer.write(doc, version).version
-                                t_ret = time.monotonic_ns()
-                                write_ms.append((t_ret - t_start) / 1e6)
-                                v = version
-                                if self.children.wait(lambda v=v, kid=kid: v in kid.seen, 30.0):
-                                    prop.append((kid.seen[v][0] - t_ret) / 1e6)
+                                t_ret = time.monotonic()
+                                write_ms.append((t_ret - t_start) * 1000)
+                                event = kid.wait_or_none(seen(version), 30.0, after=mark)
+                                if event is not None:
+                                    prop.append((event["t_mono"] - t_ret) * 1000)
                                 else:
                                     missed += 1
                             state = kid.ask("state")
@@ -1046,7 +972,6 @@ class Bench:
                                 stale += 1
                     finally:
                         kid.close()
-                        self.children.procs.remove(kid)
                 out[str(size)] = {
                     "flags": size,
                     "snapshot_bytes": snapshot_bytes,
@@ -1448,7 +1373,7 @@ def run(plan: Plan, out_dir: Path, only: Iterable[str]) -> dict[str, Any]:
         from django_zkflags import runtime
 
         runtime.start(wait=15.0)
-        bench.children = Children(tmp)
+        bench.children = Children(tmp)  # each watcher's stderr goes to a file there
         bench.populate()
         gc.collect()
         steps = {

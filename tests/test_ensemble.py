@@ -10,7 +10,7 @@ recording every acknowledged write) and reader threads check flags in a loop:
   client, after ``sync``) holds exactly the last acknowledged write, in the flag znode and
   in the snapshot, and acknowledged versions only ever went up;
 * every watching process converges: this one, and a separate OS process
-  (``tests/proc_watcher.py``).
+  (``tests/support/flagwatcher.py``).
 
 Run with ``-s`` to see the figures (also in docs/reliability.md).
 """
@@ -18,9 +18,6 @@ Run with ``-s`` to see the figures (also in docs/reliability.md).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -38,14 +35,13 @@ from django_zkflags.conf import parse_url
 from django_zkflags.signals import flag_changed
 from django_zkflags.snapshot import EMPTY, decode_entries
 from django_zkflags.zk import FlagConflict, FlagWriteError, FlagWriter, ZooKeeperUnavailable
+from tests.support.children import Child, Children, is_value
 from tests.support.zookeeper import DEFAULT_JVM_FLAGS, ZooKeeperEnsemble, ZooKeeperError
 
 from .conftest import require_zookeeper, wait_until
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
-WATCHER_SCRIPT = Path(__file__).resolve().parent / "proc_watcher.py"
 FLAG = "written"
 STEADY = "steady"
 #: A refused write must end within this: the write timeout (3 s in tests/settings.py) for
@@ -230,70 +226,6 @@ class Readers:
         return [item for seen in self.seen for item in seen if start < item[0] < end]
 
 
-class ChildWatcher:
-    """``tests/proc_watcher.py`` in its own OS process, watching FLAG."""
-
-    def __init__(self, url: str, stderr_path: Path) -> None:
-        self.stderr_path = stderr_path
-        with open(stderr_path, "wb") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(WATCHER_SCRIPT), url, FLAG, "--startup-timeout", "10"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                cwd=ROOT,
-                text=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        self.events: list[dict[str, Any]] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.events.append(json.loads(line))
-            except ValueError:
-                self.events.append({"event": "garbage", "line": line})
-
-    def version(self) -> int | None:
-        for event in reversed(self.events):
-            if event.get("event") in ("value", "ready") and event.get("source") == "zookeeper":
-                return event.get("version")
-        return None
-
-    def seen_at(self, version: int | None) -> float:
-        """When (time.monotonic, same clock in every process here) it first served it."""
-        return next(
-            e["t_mono"]
-            for e in self.events
-            if e.get("event") in ("value", "ready") and e.get("version") == version
-        )
-
-    def first_at_least(self, version: int) -> float | None:
-        for event in self.events:
-            seen = event.get("version")
-            if event.get("event") in ("value", "ready") and seen is not None and seen >= version:
-                return event["t_mono"]
-        return None
-
-    def describe(self) -> str:
-        tail = "\n".join(json.dumps(e) for e in self.events[-10:])
-        return f"rc={self.proc.poll()}\n{tail}\n{self.stderr_path.read_text()[-2000:]}"
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.reader.join(5)
-
-
 @dataclass
 class Site:
     ens: ZooKeeperEnsemble
@@ -303,7 +235,8 @@ class Site:
     tmp: Path
     writer: Writer | None = None
     readers: Readers | None = None
-    child: ChildWatcher | None = None
+    children: Children | None = None
+    child: Child | None = None
     figures: dict[str, Any] = field(default_factory=dict)
     #: (monotonic time, version of FLAG) each time this process's snapshot changed it
     published: list[tuple[float, int | None]] = field(default_factory=list)
@@ -319,8 +252,9 @@ class Site:
         first = writer.write(Writer.document(0), None)
         writer.write({"name": STEADY, "everyone": True}, None)
         wait_until(lambda: _version(STEADY) == 0 and _version(FLAG) == first.version)
-        self.child = ChildWatcher(self.url, self.tmp / "child.stderr")
-        wait_until(lambda: self.child.version() == first.version, timeout=20)
+        self.children = Children(self.tmp)
+        self.child = self.children.spawn(self.url, FLAG, startup_timeout=10)
+        self.child.wait_value(version=first.version, source="zookeeper")
         self.writer = Writer()
         self.writer.version = first.version
         self.readers = Readers()
@@ -334,8 +268,8 @@ class Site:
             self.writer.join(15)
         if self.readers is not None:
             self.readers.finish()
-        if self.child is not None:
-            self.child.close()
+        if self.children is not None:
+            self.children.close_all()
 
     def finish_and_verify(self) -> None:
         """Stop the load after quorum is back; check nothing acknowledged was lost."""
@@ -355,12 +289,14 @@ class Site:
             assert "outcome is unknown" in said, writer.conflicts
         # Every watcher converges on it: this process and the other OS process.
         wait_until(lambda: _version(FLAG) == last.version, timeout=15)
-        wait_until(lambda: self.child.version() == last.version, timeout=15)
+        seen = self.child.wait_value(version=last.version, source="zookeeper")
+        # ... and stays there: what it serves now, asked after it reported the version.
+        assert self.child.ask("state")["version"] == last.version, self.child.describe()
         # flag_changed is sent (on the watch thread) just after the snapshot is visible.
         here = wait_until(
             lambda: next((t for t, v in self.published if v == last.version), None), timeout=15
         )
-        there = self.child.seen_at(last.version)
+        there = seen["t_mono"]  # time.monotonic: the same clock in every process here
         self.figures["last_ack_to_all_watchers_ms"] = round(
             (max(here, there) - last.ended) * 1000, 1
         )
@@ -377,7 +313,7 @@ class Site:
         readers.finish()
         assert readers.errors == [], readers.errors
         assert all(answer[1] is True for seen in readers.seen for _t, answer in seen)
-        assert self.child.proc.poll() is None, self.child.describe()
+        assert self.child.alive, self.child.describe()
         status = runtime.status()
         assert status["watching"] and status["connected"], status
         self.figures.update(
@@ -409,9 +345,14 @@ class Site:
         assert self.writer is not None and self.child is not None
         first = next(a for a in self.writer.acked if a.started > moment)
         here = next(t for t, v in self.published if v is not None and v >= first.version)
-        there = self.child.first_at_least(first.version)
-        assert there is not None
-        return {"here": round(here - moment, 2), "other_process": round(there - moment, 2)}
+        there = self.child.find(
+            lambda e: is_value(e) and e["version"] is not None and e["version"] >= first.version
+        )
+        assert there is not None, self.child.describe()
+        return {
+            "here": round(here - moment, 2),
+            "other_process": round(there["t_mono"] - moment, 2),
+        }
 
     def recover_and_report(self, fault_at: float, title: str) -> None:
         """After a fault that kept the quorum: writes resume, nothing was lost, every

@@ -1,0 +1,340 @@
+"""A minimal Django process that watches one flag and reports on stdout, one JSON line each.
+
+Run as a separate OS process by the tests and the benchmark (``tests/support/children.py``
+starts it and reads it)::
+
+    python -m tests.support.flagwatcher URL FLAG [--snapshot-file PATH] [--fork]
+                                                 [--startup-timeout S] [--session-timeout S]
+
+It configures Django in code (``django_zkflags`` with ``AUTOSTART``, an in-memory SQLite
+database) and calls ``django.setup()``, so that ``AppConfig.ready`` starts the watcher as
+in a real site. It uses only the package's public surface: ``flag_is_active_for_user``,
+``django_zkflags.status()``, the ``flag_changed`` signal and ``cache.store`` (but for the
+session id, while ``status()`` does not give it: see ``session_id``).
+
+Events (``"event"`` is the first key):
+
+``ready``
+    once, after ``django.setup()`` returned: ``startup_seconds`` (how long ``django.setup()``
+    took, the watcher's start and its wait for a first snapshot included),
+    ``watcher_start_seconds`` (the part of it from the start of django_zkflags'
+    ``AppConfig.ready``: the watcher's start and that wait, a "cold start"; kazoo is
+    imported beforehand), ``rss_kb`` (after ``gc.collect()``), ``session_id`` (``0x...``
+    as ZooKeeper's ``wchc`` prints it, None when not connected), ``flags`` (how many this
+    process holds) and the flag's state (below).
+``value``
+    the flag's state: ``active`` (``flag_is_active_for_user(None, FLAG)``), ``version``
+    (its znode version, None when absent), ``everyone``, ``source`` ("zookeeper", "file",
+    "empty") and ``zxid``. ``via`` says who noticed: ``"signal"`` is sent from the
+    ``flag_changed`` receiver each time the flag is among the changed names, with
+    ``t_wall``/``t_mono`` taken first thing in the receiver (right after the new snapshot
+    became ``store.current``); ``"poll"`` comes from a 50 ms loop that reports any other
+    move of (active, version, source), such as a change of source only, which sends no
+    signal.
+``forked``
+    with ``--fork``, from the parent: ``child`` (its pid).
+``status``, ``state``, ``rss``, ``error``
+    answers to the commands below.
+``exit``
+    just before exiting: ``reason`` ("eof", "sigterm", "orphaned"), and with ``--fork``
+    in the parent, ``child_exit`` (the child's exit status).
+
+Every line carries ``pid``, ``role`` ("main", or "parent"/"child" with ``--fork``),
+``t_wall`` (``time.time()``) and ``t_mono`` (``time.monotonic()``: CLOCK_MONOTONIC is
+system-wide on Linux, so the times of different processes compare).
+
+Commands on stdin, one per line: ``status`` (``django_zkflags.status()`` with the session
+id, and the flag), ``state`` (the flag as served now, and the flag count), ``rss``.
+
+It exits with status 0 at EOF on stdin or on SIGTERM; SIGUSR1 dumps every thread's stack
+to stderr (to see where a process hangs). ``--fork`` forks once after start-up, like
+gunicorn ``--preload``: both halves report; only the parent reads stdin, and it ends the
+child (SIGTERM) before exiting; a child whose parent is gone exits too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import gc
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # when run by path rather than with -m from the repository
+    sys.path.insert(0, str(ROOT))
+
+#: How often the main loop looks for changes that send no signal (and for a lost parent).
+POLL_INTERVAL = 0.05
+#: An app listed just before django_zkflags: its ready() runs just before django_zkflags'.
+MARK_APP = "flagwatcher_mark"
+marks: dict[str, float] = {}
+
+
+def rss_kb() -> int:
+    with open(f"/proc/{os.getpid()}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+
+def session_id(status: dict[str, Any]) -> str | None:
+    """This process's ZooKeeper session id, as ``wchc`` prints it.
+
+    ``django_zkflags.status()`` does not say (yet): then ask the runtime's kazoo client,
+    the one place this program looks past the public API (and it only costs the id).
+    """
+    if status.get("session_id"):
+        return str(status["session_id"])
+    try:
+        from django_zkflags import runtime
+
+        client_id = runtime.get_runtime().client.client_id
+    except Exception:  # the internals moved: the id is not essential
+        return None
+    return f"0x{client_id[0]:x}" if client_id else None
+
+
+class Reporter:
+    """Writes this process's events; one per process (a forked child makes its own)."""
+
+    def __init__(self, flag: str, role: str) -> None:
+        self.flag = flag
+        self.role = role
+        self.lock = threading.Lock()
+        self.last: tuple[object, ...] | None = None
+
+    def observe(self, snapshot: Any = None) -> dict[str, Any]:
+        from django_zkflags import flag_is_active_for_user
+        from django_zkflags.cache import store
+
+        snapshot = store.current if snapshot is None else snapshot
+        rule = snapshot.flags.get(self.flag)
+        return {
+            "active": flag_is_active_for_user(None, self.flag),
+            "version": rule.version if rule is not None else None,
+            "everyone": rule.everyone if rule is not None else None,
+            "source": snapshot.source,
+            "zxid": snapshot.zxid,
+        }
+
+    def emit(self, event: str, **fields: Any) -> None:
+        record = {
+            "event": event,
+            "pid": os.getpid(),
+            "role": self.role,
+            "t_wall": time.time(),
+            "t_mono": time.monotonic(),
+            **fields,
+        }
+        data = (json.dumps(record, default=str) + "\n").encode()
+        # One os.write per line (no buffer shared with a forked half): the lines of the two
+        # halves never interleave while shorter than PIPE_BUF.
+        while data:
+            data = data[os.write(1, data) :]
+
+    def report(self, via: str, snapshot: Any = None, **times: float) -> None:
+        """A ``value`` event: always for a signal, on a change of state for a poll."""
+        with self.lock:  # one observer at a time, so that events keep the order of states
+            state = self.observe(snapshot)
+            key = (state["active"], state["version"], state["source"])
+            if via == "poll" and key == self.last:
+                return
+            self.last = key
+            self.emit("value", via=via, **state, **times)
+
+    def answer(self, command: str) -> None:
+        import django_zkflags
+
+        if command == "status":
+            status = dict(django_zkflags.status())
+            status["session_id"] = session_id(status)
+            self.emit("status", flag=self.observe(), status=status)
+        elif command == "state":
+            self.emit("state", flags=django_zkflags.status()["flags"], **self.observe())
+        elif command == "rss":
+            gc.collect()
+            self.emit("rss", rss_kb=rss_kb())
+        else:
+            self.emit("error", message=f"unknown command {command!r}")
+
+    def ready(self, **fields: Any) -> None:
+        import django_zkflags
+
+        gc.collect()
+        status = django_zkflags.status()
+        self.emit(
+            "ready",
+            rss_kb=rss_kb(),
+            session_id=session_id(status),
+            flags=status["flags"],
+            **fields,
+            **self.observe(),
+        )
+
+
+reporter: Reporter  # this process's; replaced in a forked child before its watcher runs
+
+
+def on_flag_changed(sender: object, names: frozenset[str], **kwargs: Any) -> None:
+    t_wall, t_mono = time.time(), time.monotonic()  # first: the moment it became visible
+    current = reporter
+    if current.flag in names:
+        current.report("signal", kwargs.get("snapshot"), t_wall=t_wall, t_mono=t_mono)
+
+
+def install_mark_app() -> None:
+    """Make ``MARK_APP``, whose ``ready()`` notes when django_zkflags' is about to run."""
+    from django.apps import AppConfig
+
+    class MarkConfig(AppConfig):
+        name = label = MARK_APP
+        path = str(ROOT)  # a module made in memory has no location of its own
+
+        def ready(self) -> None:
+            marks["zkflags_ready"] = time.monotonic()
+
+    module = types.ModuleType(MARK_APP)
+    module.MarkConfig = MarkConfig  # type: ignore[attr-defined]
+    sys.modules[MARK_APP] = module
+
+
+def configure(args: argparse.Namespace) -> None:
+    from django.conf import settings
+
+    zkflags: dict[str, Any] = {"AUTOSTART": True, "SNAPSHOT_FILE": args.snapshot_file or None}
+    if args.startup_timeout is not None:
+        zkflags["STARTUP_TIMEOUT"] = args.startup_timeout
+    if args.session_timeout is not None:
+        zkflags["SESSION_TIMEOUT"] = args.session_timeout
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="flagwatcher",
+        USE_TZ=True,
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            f"{MARK_APP}.MarkConfig",
+            "django_zkflags",
+        ],
+        DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        ZKFLAGS_URL=args.url,
+        ZKFLAGS=zkflags,
+    )
+
+
+def serve(done: threading.Event, reasons: list[str], parent: int | None) -> None:
+    """Report until ``done`` (EOF, SIGTERM) or, in a forked child, until the parent is gone."""
+    if parent is None:
+
+        def read_stdin() -> None:
+            for line in sys.stdin:
+                if line.strip():
+                    reporter.answer(line.strip())
+            reasons.append("eof")
+            done.set()
+
+        threading.Thread(target=read_stdin, name="stdin", daemon=True).start()
+    reporter.report("poll")
+    while not done.wait(POLL_INTERVAL):
+        reporter.report("poll")
+        if parent is not None and os.getppid() != parent:
+            reasons.append("orphaned")
+            return
+
+
+def wait_child(pid: int, timeout: float) -> int:
+    """Wait for the forked child (SIGKILL after ``timeout``); its exit status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    global reporter
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("url", help="ZKFLAGS_URL, zk://host:port/root")
+    parser.add_argument("flag", help="the flag to report")
+    parser.add_argument("--snapshot-file", default=None, help="ZKFLAGS SNAPSHOT_FILE")
+    parser.add_argument("--startup-timeout", type=float, default=None)
+    parser.add_argument("--session-timeout", type=float, default=None)
+    parser.add_argument("--fork", action="store_true", help="fork once after start-up")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(process)d %(name)s: %(message)s"
+    )
+    done = threading.Event()
+    reasons: list[str] = []
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        reasons.append("sigterm")
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks to stderr, to debug
+
+    reporter = Reporter(args.flag, "parent" if args.fork else "main")
+
+    def after_fork_in_child() -> None:
+        # Registered before django.setup(), so it runs before the package's own hook starts
+        # the child's watcher: its receiver never meets the parent's (maybe held) lock.
+        global reporter
+        reporter = Reporter(args.flag, "child")
+
+    os.register_at_fork(after_in_child=after_fork_in_child)
+    install_mark_app()
+    configure(args)
+    import kazoo.client  # noqa: F401  (not counted in watcher_start_seconds)
+
+    from django_zkflags.signals import flag_changed
+
+    flag_changed.connect(on_flag_changed, weak=False)
+    started = time.monotonic()
+    import django
+
+    django.setup()  # AppConfig.ready starts the watcher (waits up to STARTUP_TIMEOUT)
+    ended = time.monotonic()
+    reporter.ready(
+        startup_seconds=ended - started,
+        watcher_start_seconds=ended - marks.get("zkflags_ready", started),
+    )
+
+    child = 0
+    parent: int | None = None
+    if args.fork:
+        parent = os.getpid()
+        child = os.fork()  # the package's at-fork hook gives the child a watcher of its own
+        if child == 0:
+            reporter.ready(startup_seconds=0.0, watcher_start_seconds=0.0, parent=parent)
+        else:
+            parent = None
+            reporter.emit("forked", child=child)
+
+    serve(done, reasons, parent)
+
+    fields: dict[str, Any] = {"reason": reasons[0] if reasons else None}
+    if child:
+        os.kill(child, signal.SIGTERM)
+        fields["child_exit"] = wait_child(child, timeout=10.0)
+    reporter.emit("exit", **fields)
+    return 0  # the package's atexit hook closes the ZooKeeper client, with a bound
+
+
+if __name__ == "__main__":
+    sys.exit(main())
