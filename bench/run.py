@@ -464,10 +464,11 @@ class Bench:
 
     def write_flag(self, doc: dict[str, Any]) -> int:
         from django_zkflags import runtime
+        from django_zkflags.rules import FlagRule
 
-        writer = runtime.writer()
-        _current, version = writer.read_flag(doc["name"])
-        return writer.write(doc, version).version
+        writer = runtime.get_runtime().writer()
+        version = writer.reader.flag(doc["name"]).version
+        return writer.write_flag(FlagRule.from_document(doc), version).version
 
     def wait_seen(self, name: str, version: int, timeout: float = 10.0) -> None:
         from django_zkflags.cache import store
@@ -578,7 +579,7 @@ class Bench:
 
     def bench_checks(self) -> None:
         import django_zkflags
-        from django_zkflags.api import RequestFlags
+        from django_zkflags.evaluation import RequestFlags
 
         log("one flag check")
         user = self.users["user"]
@@ -652,7 +653,7 @@ class Bench:
     def bench_template(self) -> None:
         from django.template import Context, Engine
 
-        from django_zkflags.api import RequestFlags
+        from django_zkflags.evaluation import RequestFlags
 
         log("template with 20 flag blocks")
         engine = Engine.get_default()
@@ -805,10 +806,11 @@ class Bench:
 
     def bench_propagation(self) -> None:
         from django_zkflags import runtime
+        from django_zkflags.rules import FlagRule
 
         out: dict[str, Any] = {}
         assert self.children is not None
-        writer = runtime.writer()
+        writer = runtime.get_runtime().writer()
         shared_file = os.path.join(self.tmp, "watchers.snapshot")
         for n in self.plan.watchers:
             log(f"propagation to {n} watching process(es), {self.plan.changes} changes")
@@ -816,7 +818,7 @@ class Bench:
             try:
                 for kid in kids:
                     wait_ready(kid)
-                _doc, version = writer.read_flag("prop")
+                version = writer.reader.flag("prop").version
                 everyone = False
                 from_return: list[float] = []
                 from_start: list[float] = []
@@ -827,7 +829,9 @@ class Bench:
                     everyone = not everyone
                     marks = [kid.mark() for kid in kids]
                     t_start = time.monotonic()
-                    version = writer.write({"name": "prop", "everyone": everyone}, version).version
+                    version = writer.write_flag(
+                        FlagRule("prop", everyone=everyone), version
+                    ).version
                     t_ret = time.monotonic()
                     write_ms.append((t_ret - t_start) * 1000)
                     deadline = t_ret + 10.0
@@ -912,9 +916,11 @@ class Bench:
     def bench_scale(self) -> None:
         from kazoo.client import KazooClient
 
+        from django_zkflags.client import Paths, Requests, acl_for
         from django_zkflags.conf import parse_url
-        from django_zkflags.snapshot import compile_entries, decode_entries
-        from django_zkflags.zk import FlagWriter
+        from django_zkflags.rules import FlagRule
+        from django_zkflags.snapshot import compile_entries, decode_payload
+        from django_zkflags.writer import FlagWriter
 
         assert self.children is not None
         client = KazooClient(hosts=self.zk.hosts, timeout=30)
@@ -930,7 +936,7 @@ class Bench:
                 probe = names[0] if names else None
                 data, _stat = client.get(f"{root}/snapshot")
                 t0 = time.perf_counter()
-                compile_entries(decode_entries(data))
+                compile_entries(decode_payload(data)["flags"])
                 decode_ms = (time.perf_counter() - t0) * 1000
                 cold: list[float] = []
                 rss: list[int] = []
@@ -950,16 +956,19 @@ class Bench:
                         counts = self.count_watches()
                         watches.append(counts.get(ready["session_id"], 0))
                         if r == 0 and probe is not None:
-                            writer = FlagWriter(client, parse_url(url), timeout=30)
-                            _doc, version = writer.read_flag(probe)
+                            parsed = parse_url(url)
+                            writer = FlagWriter(
+                                Requests(client, parsed, 30), Paths(parsed.root), acl_for(parsed)
+                            )
+                            version = writer.reader.flag(probe).version
                             everyone = True
                             for _i in range(self.plan.scale_changes):
                                 time.sleep(0.01)
                                 everyone = not everyone
-                                doc = {"name": probe, "everyone": everyone}
                                 mark = kid.mark()
                                 t_start = time.monotonic()
-                                version = writer.write(doc, version).version
+                                rule = FlagRule(probe, everyone=everyone)
+                                version = writer.write_flag(rule, version).version
                                 t_ret = time.monotonic()
                                 write_ms.append((t_ret - t_start) * 1000)
                                 event = kid.wait_or_none(seen(version), 30.0, after=mark)

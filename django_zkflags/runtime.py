@@ -210,6 +210,7 @@ class FlagRuntime:
             "hosts": self.url.hosts,
             "root": self.url.root,
             "state": self.client.state,
+            "session_id": f"{self.client.client_id[0]:#x}" if self.client.client_id else None,
             "connected": self.client.connected,
             "watching": watch is not None and watch.alive,
             "reads": watch.reads if watch else 0,

@@ -1,6 +1,6 @@
 """A 3-node ZooKeeper ensemble losing its leader, a follower, then its quorum.
 
-While one thread writes a flag continuously (through this process's ``runtime.writer()``,
+While one thread writes a flag continuously (through this process's ``runtime.get_runtime().writer()``,
 recording every acknowledged write) and reader threads check flags in a loop:
 
 * reads never raise, and never change while the process is cut off;
@@ -31,10 +31,13 @@ from kazoo.client import KazooClient
 
 from django_zkflags import flag_is_active_for_user, runtime
 from django_zkflags.cache import store
+from django_zkflags.client import Paths, Requests, acl_for
 from django_zkflags.conf import parse_url
+from django_zkflags.exceptions import FlagConflict, FlagWriteError, ZooKeeperUnavailable
+from django_zkflags.rules import FlagRule
 from django_zkflags.signals import flag_changed
-from django_zkflags.snapshot import EMPTY, decode_entries
-from django_zkflags.zk import FlagConflict, FlagWriteError, FlagWriter, ZooKeeperUnavailable
+from django_zkflags.snapshot import EMPTY, decode_payload
+from django_zkflags.writer import FlagWriter
 from tests.support.children import Child, Children, is_value
 from tests.support.zookeeper import DEFAULT_JVM_FLAGS, ZooKeeperEnsemble, ZooKeeperError
 
@@ -137,14 +140,14 @@ class Writer(threading.Thread):
         return [a for a in self.attempts if a.error is not None]
 
     def run(self) -> None:
-        writer = runtime.writer()
+        writer = runtime.get_runtime().writer()
         seq = 0
         while True:
             seq += 1
             started = time.monotonic()
             attempt = Attempt(started, started, seq)
             try:
-                result = writer.write(self.document(seq), self.version)
+                result = writer.write_flag(FlagRule.from_document(self.document(seq)), self.version)
                 attempt.version = result.version
                 self.version = result.version
             except FlagConflict as exc:
@@ -248,9 +251,9 @@ class Site:
 
     def start_load(self) -> None:
         flag_changed.connect(self._on_changed, weak=False)
-        writer = runtime.writer()
-        first = writer.write(Writer.document(0), None)
-        writer.write({"name": STEADY, "everyone": True}, None)
+        writer = runtime.get_runtime().writer()
+        first = writer.write_flag(FlagRule.from_document(Writer.document(0)), None)
+        writer.write_flag(FlagRule(STEADY, everyone=True), None)
         wait_until(lambda: _version(STEADY) == 0 and _version(FLAG) == first.version)
         self.children = Children(self.tmp)
         self.child = self.children.spawn(self.url, FLAG, startup_timeout=10)
@@ -308,7 +311,7 @@ class Site:
         assert json.loads(data)["note"] == f"write {last.seq}"
         assert stat.version == last.version
         self.checker.sync(f"{self.root}/snapshot")
-        entry = decode_entries(self.checker.get(f"{self.root}/snapshot")[0])[FLAG]
+        entry = decode_payload(self.checker.get(f"{self.root}/snapshot")[0])["flags"][FLAG]
         assert entry["note"] == f"write {last.seq}" and entry["version"] == last.version
         readers.finish()
         assert readers.errors == [], readers.errors
@@ -380,7 +383,7 @@ def _version(name: str) -> int | None:
 
 
 def _write_timeout() -> float:
-    return runtime.writer().timeout
+    return runtime.get_runtime().writer().requests.timeout
 
 
 def _connected_index(ens: ZooKeeperEnsemble) -> int | None:
@@ -498,28 +501,33 @@ def test_read_only_node_refuses_writes_cleanly(settings):
         root = f"/ro-{uuid.uuid4().hex[:10]}"
         settings.ZKFLAGS_URL = url = f"zk://{ens.hosts}{root}"
         rt = runtime.start(wait=10.0)
-        result = runtime.writer().write({"name": STEADY, "everyone": True}, None)
+        result = runtime.get_runtime().writer().write_flag(FlagRule(STEADY, everyone=True), None)
         wait_until(lambda: _version(STEADY) == result.version)
         survivor = 2
         ens._parallel(lambda s: s.stop(), [0, 1])
         wait_until(lambda: ens.servers[survivor].mode() == "read-only", timeout=20)
         ro_client = KazooClient(hosts=ens.servers[survivor].hosts, timeout=10.0, read_only=True)
         ro_client.start(timeout=15)
-        ro_writer = FlagWriter(ro_client, parse_url(url), timeout=3.0)
-        doc, version = ro_writer.read_flag(STEADY)
+        ro_url = parse_url(url)
+        ro_writer = FlagWriter(
+            Requests(ro_client, ro_url, 3.0), Paths(ro_url.root), acl_for(ro_url)
+        )
+        stored = ro_writer.reader.flag(STEADY)
+        doc, version = stored.document(), stored.version
         assert doc is not None and doc["everyone"] is True and version == 0
         started = time.monotonic()
         with pytest.raises(ZooKeeperUnavailable, match="read-only"):
-            ro_writer.write({"name": STEADY, "everyone": False}, 0)
+            ro_writer.write_flag(FlagRule(STEADY, everyone=False), 0)
         with pytest.raises(ZooKeeperUnavailable, match="read-only"):
-            ro_writer.write({"name": "brand-new", "everyone": True}, None)
+            ro_writer.write_flag(FlagRule("brand-new", everyone=True), None)
         refused_in = time.monotonic() - started
-        assert refused_in < 2 * ro_writer.timeout
-        assert ro_writer.read_flag(STEADY) == (doc, 0)
+        assert refused_in < 2 * ro_writer.requests.timeout
+        stored = ro_writer.reader.flag(STEADY)
+        assert (stored.document(), stored.version) == (doc, 0)
         assert not rt.client.connected
         assert flag_is_active_for_user(None, STEADY) is True
         with pytest.raises(ZooKeeperUnavailable):
-            runtime.writer().write({"name": STEADY, "everyone": False}, 0)
+            runtime.get_runtime().writer().write_flag(FlagRule(STEADY, everyone=False), 0)
         print(f"\n[read-only node] two writes refused in {refused_in:.2f} s; reads served")
     finally:
         if ro_client is not None:

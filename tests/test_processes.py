@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from django_zkflags.runtime import FILE_HEADER
-from django_zkflags.snapshot import decode_entries
+from django_zkflags.diskcopy import HEADER as FILE_HEADER
+from django_zkflags.snapshot import decode_payload
 from tests.support.children import Child, Children, is_value
 from tests.support.zookeeper import ZooKeeperServer
 
@@ -70,7 +70,7 @@ def read_snapshot_file(path: Path) -> dict[str, Any] | None:
         return None
     header, _, data = raw.partition(b"\n")
     assert header.startswith(FILE_HEADER), raw[:80]
-    return decode_entries(data)
+    return decode_payload(data)["flags"]
 
 
 @pytest.mark.django_db

@@ -9,8 +9,7 @@ starts it and reads it)::
 It configures Django in code (``django_zkflags`` with ``AUTOSTART``, an in-memory SQLite
 database) and calls ``django.setup()``, so that ``AppConfig.ready`` starts the watcher as
 in a real site. It uses only the package's public surface: ``flag_is_active_for_user``,
-``django_zkflags.status()``, the ``flag_changed`` signal and ``cache.store`` (but for the
-session id, while ``status()`` does not give it: see ``session_id``).
+``django_zkflags.status()``, the ``flag_changed`` signal and ``cache.store``.
 
 Events (``"event"`` is the first key):
 
@@ -88,20 +87,9 @@ def rss_kb() -> int:
 
 
 def session_id(status: dict[str, Any]) -> str | None:
-    """This process's ZooKeeper session id, as ``wchc`` prints it.
-
-    ``django_zkflags.status()`` does not say (yet): then ask the runtime's kazoo client,
-    the one place this program looks past the public API (and it only costs the id).
-    """
-    if status.get("session_id"):
-        return str(status["session_id"])
-    try:
-        from django_zkflags import runtime
-
-        client_id = runtime.get_runtime().client.client_id
-    except Exception:  # the internals moved: the id is not essential
-        return None
-    return f"0x{client_id[0]:x}" if client_id else None
+    """This process's ZooKeeper session id, as ``wchc`` prints it (``0x...``)."""
+    value = status.get("session_id")
+    return str(value) if value else None
 
 
 class Reporter:
