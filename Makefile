@@ -23,6 +23,9 @@ zk-stop:
 test: setup
 	$(PY) -m pytest -q
 
+test-fast: setup
+	$(PY) -m pytest -q tests/unit
+
 lint: setup
 	$(PY) -m ruff check django_zkflags tests example_project bench
 	$(PY) -m ruff format --check django_zkflags tests example_project bench

@@ -37,15 +37,15 @@ def evaluate(
     rule = snapshot.flags.get(name)
     if rule is None:
         return snapshot.default_active
-    anonymous_id = None
     if (
         rule.threshold
-        and rule.everyone is None
         and (request is not None or flags is not None)
+        and rule.everyone is None
         and not (user is not None and user.is_authenticated)
     ):
         anonymous_id = flags.anonymous() if flags is not None else read_anonymous_id(request)
-    return rule.is_active(user, anonymous_id, user_group_ids)
+        return rule.is_active(user, anonymous_id, user_group_ids)
+    return rule.is_active(user, None, user_group_ids)
 
 
 def user_group_ids(user: Any) -> Iterable[int]:

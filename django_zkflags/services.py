@@ -51,9 +51,9 @@ _acting_as: ContextVar[Actor] = ContextVar("zkflags_actor", default=None)
 def acting_as(actor: Actor) -> Iterator[None]:
     """Audit ORM changes made inside the block as ``actor``'s::
 
-        with acting_as(request.user):
-            flag.save()
-            flag.users.add(user)
+    with acting_as(request.user):
+        flag.save()
+        flag.users.add(user)
     """
     token = _acting_as.set(actor)
     try:
@@ -417,7 +417,6 @@ def _refuse_empty_tree() -> None:
 
 def _writer(*, restoring: bool = False) -> Any:
     return runtime.get_runtime().writer(None if restoring else _refuse_empty_tree)
-
 
 
 def _atomic() -> Any:

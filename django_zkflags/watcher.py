@@ -151,8 +151,7 @@ class NodeWatch:
             return
         self.missed_changes += 1
         log.warning(
-            "The watch on %s missed a change (applied mzxid %#x, ZooKeeper has %#x); "
-            "re-reading",
+            "The watch on %s missed a change (applied mzxid %#x, ZooKeeper has %#x); re-reading",
             self.path,
             max(self._last_mzxid, 0),
             mzxid,

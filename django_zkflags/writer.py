@@ -73,6 +73,7 @@ class _View:
     flags: dict[str, Any]
     environments: dict[str, Any]
     version: int | None  # None: there is no snapshot node yet
+    rebuilt: bool = False  # from the source znodes (the snapshot was missing or unreadable)
 
 
 class _Outcome(ZooKeeperUnavailable):
@@ -119,7 +120,7 @@ class FlagWriter:
             self._check_expected(name, expected_version, current)
             view = self._view_for_write()
             entry = {**doc, "version": current.version}
-            if current.document() == doc and view.flags.get(name) == entry:
+            if current.document() == doc and view.flags.get(name) == entry and not view.rebuilt:
                 return WriteResult(name, current.version, doc, doc, changed=False)
             view.flags[name] = {**doc, "version": new_version}
             tx = self.client.transaction()
@@ -168,7 +169,8 @@ class FlagWriter:
                     current_version=current.version,
                 )
             view = self._view_for_write()
-            if current.error is None and current.document == doc and view.environments == doc:
+            unchanged = current.document == doc and view.environments == doc
+            if current.error is None and unchanged and not view.rebuilt:
                 return WriteResult(ENVIRONMENTS, current.version, doc, doc, changed=False)
             view.environments = doc
             tx = self.client.transaction()
@@ -255,7 +257,7 @@ class FlagWriter:
         empty = not entries and not invalid and environments.version is None
         if empty and version is None and self.check_empty_tree is not None:
             self.check_empty_tree()
-        return _View(entries, environments.document, version)
+        return _View(entries, environments.document, version, rebuilt=True)
 
     def _check_size(self, payload: bytes, node_data: bytes, what: str) -> None:
         # An oversize packet is not an error in ZooKeeper: the server drops the connection.

@@ -21,6 +21,20 @@ from tests.support.zookeeper import ZooKeeperError, ZooKeeperServer
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+TIERS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Mark each test with its tier (its directory); system tests are slow."""
+    for item in items:
+        parts = item.nodeid.split("/")
+        tier = parts[1] if len(parts) > 2 and parts[0] == "tests" and parts[1] in TIERS else None
+        if tier is not None:
+            item.add_marker(getattr(pytest.mark, tier))
+            if tier == "system":
+                item.add_marker(pytest.mark.slow)
+
+
 def require_zookeeper(exc: Exception) -> None:
     """No ZooKeeper here: a failure in CI, a skip (with the reason) on a laptop."""
     message = f"ZooKeeper is required for this test: {exc}"

@@ -11,6 +11,7 @@ from django.contrib.messages import get_messages
 from django_zkflags import flag_is_active_for_user
 from django_zkflags.cache import store
 from django_zkflags.models import FlagChange
+from django_zkflags.rules import validate_environments_document
 
 from .conftest import wait_until
 
@@ -18,6 +19,13 @@ pytestmark = pytest.mark.django_db
 
 URL = "/admin/django_zkflags/flag/environments/"
 DOC = {"parents": {"production": None, "canary": "production"}, "hosts": {"web-7": "canary"}}
+
+
+def stored(zkflags):
+    """The environments document in ZooKeeper and its version (it must be valid)."""
+    environments = zkflags.reader.environments()
+    assert environments.error is None, environments.error
+    return environments.document, environments.version
 
 
 def post(client, doc, version):
@@ -36,7 +44,7 @@ def test_edit_environments_and_a_pegged_host_moves(zkflags, admin_client, settin
     }
     response = post(admin_client, DOC, None)
     assert response.status_code == 302
-    assert zkflags.writer.read_environments() == (DOC, 0)
+    assert stored(zkflags) == (DOC, 0)
     wait_until(lambda: store.base.environment == "canary")
     assert flag_is_active_for_user(None, "banner") is True
     change = FlagChange.objects.get(flag_name="@environments")
@@ -50,13 +58,13 @@ def test_edit_environments_and_a_pegged_host_moves(zkflags, admin_client, settin
 def test_stale_and_invalid_edits_change_nothing(zkflags, admin_client):
     assert post(admin_client, DOC, None).status_code == 302
     # Someone else saved meanwhile: version 0 -> 1.
-    zkflags.writer.write_environments({**DOC, "hosts": {}}, 0)
+    zkflags.writer.write_environments(validate_environments_document({**DOC, "hosts": {}}), 0)
     response = post(admin_client, {**DOC, "hosts": {"web-8": "canary"}}, 0)
     assert response.status_code == 302
     assert "changed by someone else" in " ".join(
         str(m) for m in get_messages(response.wsgi_request)
     )
-    assert zkflags.writer.read_environments() == ({**DOC, "hosts": {}}, 1)
+    assert stored(zkflags) == ({**DOC, "hosts": {}}, 1)
     for bad in (
         "{not json",
         {"parents": {"a": "b", "b": "a"}},
@@ -66,7 +74,7 @@ def test_stale_and_invalid_edits_change_nothing(zkflags, admin_client):
         response = post(admin_client, bad, 1)
         assert response.status_code == 200
         assert response.context["form"].errors
-    assert zkflags.writer.read_environments() == ({**DOC, "hosts": {}}, 1)
+    assert stored(zkflags) == ({**DOC, "hosts": {}}, 1)
     assert FlagChange.objects.filter(flag_name="@environments").count() == 1
 
 
@@ -81,4 +89,4 @@ def test_permissions(zkflags, client):
     client.force_login(staff)
     assert client.get(URL).status_code == 200
     assert post(client, DOC, None).status_code == 403
-    assert zkflags.writer.read_environments() == ({"parents": {}, "hosts": {}}, None)
+    assert stored(zkflags) == ({"parents": {}, "hosts": {}}, None)

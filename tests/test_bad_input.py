@@ -11,6 +11,7 @@ The property tests run 25 examples each (every one crosses ZooKeeper); for a lon
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -30,9 +31,9 @@ from kazoo.client import KazooClient, KazooState
 
 from django_zkflags import runtime
 from django_zkflags.cache import store
+from django_zkflags.exceptions import FlagTooLarge
 from django_zkflags.rules import FlagRule, InvalidFlag
-from django_zkflags.snapshot import MAGIC, encode_document, encode_entries
-from django_zkflags.zk import FlagTooLarge
+from django_zkflags.snapshot import MAGIC, Snapshot, encode_document, encode_entries
 
 from .conftest import wait_until
 
@@ -60,6 +61,23 @@ def intruder(zkflags: Any) -> Iterator[KazooClient]:
 
 def _flags() -> dict[str, FlagRule]:
     return dict(store.base.flags)
+
+
+@contextlib.contextmanager
+def _publications() -> Iterator[list[int]]:
+    """The zxids of the snapshots this process publishes meanwhile, in order."""
+    published: list[int] = []
+    publish = store.publish
+
+    def recording(snapshot: Snapshot) -> None:
+        published.append(snapshot.zxid)
+        publish(snapshot)
+
+    store.publish = recording  # type: ignore[method-assign]
+    try:
+        yield published
+    finally:
+        del store.publish
 
 
 def _alive() -> None:
@@ -124,12 +142,13 @@ def seeded(zkflags: Any, intruder: KazooClient) -> dict[str, Any]:
     return {"good": good, "flags": _flags()}
 
 
-def _restore(zkflags: Any, intruder: KazooClient, good: bytes, expected: dict) -> None:
+def _restore(zkflags: Any, intruder: KazooClient, good: bytes, expected: dict) -> Any:
     stat = intruder.set(f"{zkflags.root}/snapshot", good)
     wait_until(lambda: store.base.zxid == stat.mzxid, timeout=10)
     # Cleared by the watch thread just after it publishes the good snapshot.
     wait_until(lambda: runtime.status()["last_error"] is None, timeout=10)
     assert _flags() == expected
+    return stat
 
 
 garbage = st.one_of(
@@ -155,12 +174,11 @@ def test_garbage_in_the_snapshot_znode(zkflags, intruder, seeded, caplog, data):
     caplog.clear()
     before = _flags()
     path = f"{zkflags.root}/snapshot"
-    with caplog.at_level(logging.WARNING, logger=LOGGER):
+    with caplog.at_level(logging.WARNING, logger=LOGGER), _publications() as published:
         stat = _set_and_wait(intruder, path, data)
         entries = _spec_snapshot(data)
         if entries is None:
             # Not a snapshot: nothing changes, the watcher says why and carries on.
-            time.sleep(0.02)  # a late publication would show here
             assert _flags() == before
             assert store.base.zxid != stat.mzxid
             assert runtime.status()["last_error"], runtime.status()
@@ -169,8 +187,11 @@ def test_garbage_in_the_snapshot_znode(zkflags, intruder, seeded, caplog, data):
         else:
             assert store.base.zxid == stat.mzxid
             assert set(_flags()) <= set(entries) | set(before)
-    _alive()
-    _restore(zkflags, intruder, seeded["good"], seeded["flags"])
+        _alive()
+        # Barrier: the good snapshot written after it is served. Nothing was published
+        # in between (no late publication of the garbage).
+        restored = _restore(zkflags, intruder, seeded["good"], seeded["flags"])
+    assert published == ([] if entries is None else [stat.mzxid]) + [restored.mzxid]
 
 
 @given(data=st.one_of(garbage, json_values.map(lambda v: json.dumps(v).encode())))
@@ -181,12 +202,12 @@ def test_garbage_in_the_snapshot_znode(zkflags, intruder, seeded, caplog, data):
 @EXAMPLES
 def test_garbage_in_a_flag_znode(zkflags, intruder, seeded, data):
     """The watcher only reads the snapshot: a flag znode written by hand changes nothing
-    a process serves; ``zkflags check`` (entries_from_flag_nodes) reports it, and the
+    a process serves; ``zkflags check`` (``TreeReader.flag_entries``) reports it, and the
     app can still write the other flags and overwrite this one."""
     path = f"{zkflags.root}/flags/target"
     before = _flags()
     intruder.set(path, data)
-    entries, errors = runtime.writer().entries_from_flag_nodes()
+    entries, errors = zkflags.reader.flag_entries()
     try:
         doc = json.loads(data.decode("utf-8"))
         valid = isinstance(doc, dict) and doc.get("name", "target") == "target"
@@ -206,11 +227,11 @@ def test_garbage_in_a_flag_znode(zkflags, intruder, seeded, data):
     assert _flags()["keep-rules"] == before["keep-rules"]
     _alive()
     # An editor can overwrite the bad znode from the version it reads.
-    doc, flag_version = runtime.writer().read_flag("target")
-    assert flag_version is not None
+    stored = zkflags.reader.flag("target")
+    assert stored.version is not None
     if not valid:
-        assert doc is not None and "corrupt" in doc
-    result = runtime.writer().write({"name": "target", "everyone": False}, flag_version)
+        assert stored.rule is None and stored.error
+    result = zkflags.put({"name": "target", "everyone": False}, stored.version)
     zkflags.wait_version("target", result.version)
     assert _flags()["keep-on"].version == version
 
@@ -330,6 +351,8 @@ names = st.one_of(
 def test_writer_refuses_invalid_names_and_ids_before_zookeeper(
     zkflags, intruder, seeded, name, users, groups
 ):
+    """A document is validated (``FlagRule.from_document``) before the writer sends
+    anything: an invalid one changes nothing in ZooKeeper."""
     snapshot_path = f"{zkflags.root}/snapshot"
     flags_path = f"{zkflags.root}/flags"
     before_snapshot = intruder.exists(snapshot_path)
@@ -337,16 +360,15 @@ def test_writer_refuses_invalid_names_and_ids_before_zookeeper(
     existing = intruder.exists(f"{flags_path}/{name}") if _is_valid_name(name) else None
     doc = {"name": name, "everyone": None, "users": users, "groups": groups}
     valid = _is_valid_name(name) and _is_id_list(users) and _is_id_list(groups)
-    writer = runtime.writer()
     if not valid:
         with pytest.raises(InvalidFlag):
-            writer.write(doc, existing.version if existing else None)
+            zkflags.put(doc, existing.version if existing else None)
         assert intruder.exists(snapshot_path).mzxid == before_snapshot.mzxid
         assert sorted(intruder.get_children(flags_path)) == before_children
         if existing is not None:
             assert intruder.exists(f"{flags_path}/{name}").mzxid == existing.mzxid
         return
-    result = writer.write(doc, existing.version if existing else None)
+    result = zkflags.put(doc, existing.version if existing else None)
     stored = json.loads(intruder.get(f"{flags_path}/{name}")[0])
     assert stored["users"] == sorted(set(users or []))
     assert stored["groups"] == sorted(set(groups or []))
@@ -365,7 +387,7 @@ def _states(client: KazooClient) -> list[str]:
 
 def test_a_write_over_the_size_limit_is_refused_in_the_client(zkflags, intruder):
     zkflags.write("small", everyone=True)
-    writer = runtime.writer()
+    writer = zkflags.writer
     client = runtime.get_runtime().client
     states = _states(client)
     snapshot_before = intruder.exists(f"{zkflags.root}/snapshot")
@@ -373,19 +395,21 @@ def test_a_write_over_the_size_limit_is_refused_in_the_client(zkflags, intruder)
     assert len(encode_document({"users": users})) > writer.max_bytes == 1_000_000
     started = time.monotonic()
     with pytest.raises(FlagTooLarge, match="over the 1000000-byte limit"):
-        writer.write({"name": "huge", "everyone": None, "users": users}, None)
+        writer.write_flag(FlagRule("huge", users=users), None)
     elapsed = time.monotonic() - started
     assert intruder.exists(f"{zkflags.root}/flags/huge") is None
     assert intruder.exists(f"{zkflags.root}/snapshot").mzxid == snapshot_before.mzxid
     # The same for an update of an existing flag.
     with pytest.raises(FlagTooLarge):
-        writer.write({"name": "small", "everyone": None, "users": users}, 0)
+        writer.write_flag(FlagRule("small", users=users), 0)
     assert json.loads(intruder.get(f"{zkflags.root}/flags/small")[0])["users"] == []
-    time.sleep(0.3)  # a dropped connection would show as SUSPENDED here
+    # Barrier: a later change through the same client is seen; a connection dropped by
+    # the server would have shown as SUSPENDED before it.
+    zkflags.write("small", note="sentinel")
     assert states == [] and client.state == KazooState.CONNECTED
     # A large write under the limit goes through (zlib keeps the snapshot small).
     half = list(range(10**6, 10**6 + 90_000))
-    result = writer.write({"name": "big", "everyone": None, "users": half}, None)
+    result = writer.write_flag(FlagRule("big", users=half), None)
     zkflags.wait_version("big", result.version)
     assert len(store.base.flags["big"].users) == 90_000
     assert states == []
@@ -422,7 +446,7 @@ def test_a_one_megabyte_snapshot_written_by_hand(zkflags, intruder, caplog):
     assert len(store.base.flags) == count
     _alive()
     # The app's next write re-reads it and writes it back compressed.
-    result = runtime.writer().write({"name": "after", "everyone": True}, None)
+    result = zkflags.put({"name": "after", "everyone": True}, None)
     zkflags.wait_version("after", result.version)
     compressed = intruder.exists(path).dataLength
     assert compressed < len(data) // 10
@@ -438,8 +462,9 @@ def test_a_one_megabyte_snapshot_written_by_hand(zkflags, intruder, caplog):
             assert runtime.status()["last_error"]
             wait_until(lambda: caplog.records)  # logged just after last_error is set
             _alive()
-            # the app repairs it: a write rebuilds the snapshot from the flag znodes
-            result = runtime.writer().write({"name": "after", "everyone": False}, result.version)
+            # the app repairs it: a save rebuilds the snapshot from the flag znodes (the
+            # second time round the flag itself does not change: the snapshot still does)
+            result = zkflags.put({"name": "after", "everyone": False}, result.version)
             zkflags.wait_version("after", result.version)
             # Cleared by the watch thread just after it publishes the good snapshot.
             wait_until(lambda: runtime.status()["last_error"] is None, timeout=10)
@@ -462,9 +487,9 @@ def test_two_thousand_flag_znodes(zkflags, intruder):
         result.get(timeout=30)
     created = time.monotonic() - started
     intruder.set(f"{flags_path}/n0007", b"\xff garbage")
-    writer = runtime.writer()
+    writer = zkflags.writer
     started = time.monotonic()
-    entries, errors = writer.entries_from_flag_nodes()
+    entries, errors = zkflags.reader.flag_entries()
     scanned = time.monotonic() - started
     assert len(entries) == count  # 1,999 hand-made + "first"
     assert set(errors) == {"n0007"}
@@ -504,9 +529,11 @@ def test_rebuilding_an_oversized_snapshot_is_refused_in_the_client(zkflags, intr
     states = _states(client)
     before = intruder.exists(f"{zkflags.root}/snapshot")
     with pytest.raises(FlagTooLarge):
-        runtime.writer().rebuild_snapshot()
-    time.sleep(0.3)
-    assert states == [] and client.connected
+        zkflags.writer.rebuild_snapshot()
     assert intruder.exists(f"{zkflags.root}/snapshot").mzxid == before.mzxid
+    # Barrier: a later change through the same client is seen; a connection dropped by
+    # the server would have shown as SUSPENDED before it.
+    zkflags.write("small", note="sentinel")
+    assert states == [] and client.connected
     assert store.base.flags["small"].everyone is True
     _alive()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.zookeeper import ZooKeeperError, find_classpath, find_java
 from tests.conftest import require_zookeeper
+from tests.support.zookeeper import ZooKeeperError, find_classpath, find_java
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "bench" / "run.py"

@@ -20,10 +20,13 @@ from kazoo.client import KazooClient, KazooState
 
 from django_zkflags import flag_is_active_for_user, runtime
 from django_zkflags.cache import store
+from django_zkflags.client import Paths, Requests, acl_for, make_client
 from django_zkflags.conf import parse_url
+from django_zkflags.exceptions import ZooKeeperUnavailable
+from django_zkflags.rules import FlagRule
 from django_zkflags.snapshot import EMPTY
+from django_zkflags.writer import FlagWriter
 from tests.support.tcpproxy import TcpProxy
-from django_zkflags.zk import FlagWriter, ZooKeeperUnavailable, make_client
 
 from .conftest import wait_until
 
@@ -84,7 +87,10 @@ def proxied(zk_server: Any, settings: Any) -> Iterator[dict[str, Any]]:
     direct = make_client(direct_url, session_timeout=10.0, reconnect_max_delay=1.0)
     direct.start(timeout=10)
     try:
-        yield {"proxy": proxy, "root": root, "direct": FlagWriter(direct, direct_url, timeout=5.0)}
+        other = FlagWriter(
+            Requests(direct, direct_url, timeout=5.0), Paths(root), acl_for(direct_url)
+        )
+        yield {"proxy": proxy, "root": root, "direct": other}
     finally:
         proxy.unblock()
         runtime.stop()
@@ -103,9 +109,9 @@ def test_long_outage_reconnects_fast_and_delivers_what_changed_meanwhile(proxied
     proxy: TcpProxy = proxied["proxy"]
     other: FlagWriter = proxied["direct"]  # another writer, connected around the proxy
     rt = runtime.get_runtime()
-    writer = runtime.writer()
+    writer = rt.writer()
     for name in ("outage", "steady"):
-        result = writer.write({"name": name, "everyone": True}, None)
+        result = writer.write_flag(FlagRule(name, everyone=True), None)
         wait_until(lambda n=name, v=result.version: _version(n) == v)
 
     states: list[tuple[float, str]] = []
@@ -121,19 +127,18 @@ def test_long_outage_reconnects_fast_and_delivers_what_changed_meanwhile(proxied
     )
     try:
         with Readers(["outage", "steady"]) as readers:
-            time.sleep(0.3)
             wait_until(lambda: all(readers.transitions), timeout=10)  # every reader runs
             blocked_at = time.monotonic()
             proxy.block()
             wait_until(lambda: not rt.client.connected, timeout=5)
             # The change made elsewhere while this process is cut off.
-            changed = other.write({"name": "outage", "everyone": False}, 0)
+            changed = other.write_flag(FlagRule("outage", everyone=False), 0)
             # A write from the cut-off process is refused cleanly, within its timeout.
             started = time.monotonic()
             with pytest.raises(ZooKeeperUnavailable):
-                writer.write({"name": "steady", "everyone": False}, 0)
+                writer.write_flag(FlagRule("steady", everyone=False), 0)
             refused_in = time.monotonic() - started
-            assert refused_in < writer.timeout + 2.0
+            assert refused_in < writer.requests.timeout + 2.0
             assert flag_is_active_for_user(None, "outage") is True  # still the last value
             time.sleep(max(0.0, OUTAGE - (time.monotonic() - blocked_at)))
             assert not rt.client.connected and not control.connected
@@ -156,7 +161,7 @@ def test_long_outage_reconnects_fast_and_delivers_what_changed_meanwhile(proxied
             assert KazooState.LOST in [state for _t, state in states]
             states_before = len(states)
             reads_before = rt.watch.reads
-            again = other.write({"name": "outage", "everyone": True}, changed.version)
+            again = other.write_flag(FlagRule("outage", everyone=True), changed.version)
             wait_until(lambda: _version("outage") == again.version, timeout=5)
             assert flag_is_active_for_user(None, "outage") is True
             assert len(states) == states_before

@@ -3,7 +3,8 @@
 Real processes against the session's real ZooKeeper: gunicorn (sync and gevent workers,
 with and without ``--preload``) serving the project in ``tests/prefork/``, a script that
 forks workers by hand the way uWSGI does, and gunicorn shutting down while ZooKeeper is
-unreachable. Flags are flipped in this process through ``runtime.writer()``.
+unreachable. Flags are flipped in this process through the ``zkflags`` fixture (its
+FlagWriter).
 """
 
 from __future__ import annotations

@@ -20,13 +20,16 @@ from kazoo.client import KazooClient, KazooState
 import django_zkflags
 from django_zkflags import flag_is_active_for_user, runtime
 from django_zkflags.cache import store
+from django_zkflags.client import Paths, Requests, acl_for
 from django_zkflags.conf import parse_url
-from django_zkflags.runtime import FILE_HEADER, FlagRuntime
+from django_zkflags.diskcopy import HEADER
+from django_zkflags.rules import FlagRule
+from django_zkflags.runtime import FlagRuntime
 from django_zkflags.signals import flag_changed
-from django_zkflags.snapshot import EMPTY, decode_entries, encode_entries
-from tests.support.tcpproxy import TcpProxy
+from django_zkflags.snapshot import EMPTY, decode_payload, encode_entries
 from django_zkflags.watcher import NodeWatch
-from django_zkflags.zk import FlagWriter
+from django_zkflags.writer import FlagWriter
+from tests.support.tcpproxy import TcpProxy
 from tests.support.zookeeper import ZooKeeperServer
 
 from .conftest import wait_until
@@ -60,7 +63,10 @@ class Site:
         self.direct = direct
         self.root = f"/w-{uuid.uuid4().hex[:12]}"
         self.url = f"zk://{proxy.hosts}{self.root}"
-        self.writer = FlagWriter(direct, parse_url(f"zk://{zk_server.hosts}{self.root}"))
+        direct_url = parse_url(f"zk://{zk_server.hosts}{self.root}")
+        self.writer = FlagWriter(
+            Requests(direct, direct_url, timeout=5.0), Paths(self.root), acl_for(direct_url)
+        )
         self.states: list[str] = []
         self.runtime: FlagRuntime | None = None
 
@@ -75,9 +81,9 @@ class Site:
         return self.runtime
 
     def write(self, name: str, **rules: Any) -> int:
-        doc, version = self.writer.read_flag(name)
-        base = doc if doc and "corrupt" not in doc else {"name": name, "everyone": None}
-        result = self.writer.write({**base, **rules}, version)
+        stored = self.writer.reader.flag(name)
+        base = stored.document() or {"name": name, "everyone": None}
+        result = self.writer.write_flag(FlagRule.from_document({**base, **rules}), stored.version)
         assert result.version is not None
         return result.version
 
@@ -92,6 +98,24 @@ class Site:
         version = self.write(name, **rules)
         self.wait_version(name, version)
         return version
+
+    def wait_seen_around_the_proxy(self, name: str, version: int) -> None:
+        """Barrier: a watcher connected straight to the server (not through the proxy) has
+        received the snapshot holding ``name`` at ``version``. A process that could receive
+        it would have had the same chance by now."""
+        seen = threading.Event()
+
+        def on_data(data: bytes | None, stat: Any) -> None:
+            entry = decode_payload(data)["flags"].get(name)
+            if entry is not None and entry.get("version") == version:
+                seen.set()
+
+        watch = NodeWatch(self.direct, self.snapshot_path, on_data, name="barrier-watch")
+        watch.start()
+        try:
+            assert seen.wait(BOUND), f"{name} v{version} not seen around the proxy"
+        finally:
+            watch.stop()
 
     def wait_states(self, *expected: str, timeout: float = BOUND) -> None:
         """``expected`` appear in this order among the states seen since the last clear."""
@@ -193,8 +217,11 @@ def test_nodewatch_burst_ends_on_the_last_value(zk_server, direct):
         for i in range(1, 201):
             direct.set(path, str(i).encode())
         wait_until(lambda: seen[-1] == 200, BOUND)
-        time.sleep(0.2)
-        assert seen[-1] == 200
+        # Barrier: a later sentinel value arrives; nothing came between the last value
+        # of the burst and it (no late, older read).
+        direct.set(path, b"201")
+        wait_until(lambda: seen[-1] == 201, BOUND)
+        assert seen[seen.index(200) :] == [200, 201]
         assert seen == sorted(seen) and len(set(seen)) == len(seen)  # never goes back
         assert watch.alive
     finally:
@@ -263,7 +290,7 @@ def test_one_invalid_entry_keeps_its_last_good_rule(site):
     site.write_and_wait("good", everyone=True)
     site.write_and_wait("bad", everyone=True)
     bad_rule = store.base.flags["bad"]
-    entries, _version = site.writer.read_snapshot_entries()
+    entries = site.writer.reader.snapshot().flags
     entries["good"] = {**entries["good"], "everyone": False, "version": 7}
     entries["bad"] = {**entries["bad"], "everyone": "yes", "version": 7}
     entries["fresh-bad"] = {"name": "fresh-bad", "percent": 500, "version": 0}
@@ -303,7 +330,7 @@ def test_connection_drop_and_a_change_made_while_disconnected(site):
     site.proxy.block()
     site.wait_states(KazooState.SUSPENDED)
     version = site.write("drop", everyone=True)
-    time.sleep(0.3)
+    site.wait_seen_around_the_proxy("drop", version)  # delivered to connected watchers
     assert flag_is_active_for_user(None, "drop") is False  # still the last known value
     assert store.base.source == "zookeeper"
     site.proxy.unblock()
@@ -326,6 +353,7 @@ def test_session_expiry_rearms_the_watch(site_factory):
     try:
         wait_until(lambda: site.direct.exists(probe) is None, timeout=15.0, interval=0.05)
         during = site.write("expiry", everyone=False)  # made while the session is gone
+        site.wait_seen_around_the_proxy("expiry", during)
         assert flag_is_active_for_user(None, "expiry") is True
     finally:
         site.proxy.resume()
@@ -340,17 +368,25 @@ def test_session_expiry_rearms_the_watch(site_factory):
     site.assert_healthy()
 
 
-def test_snapshot_node_deleted_then_recreated(site):
+def test_snapshot_node_deleted_keeps_the_last_good_one_until_recreated(site):
     site.write_and_wait("one", everyone=True)
     site.write_and_wait("two", everyone=True)
+    before = store.base
     site.direct.delete(site.snapshot_path)
-    wait_until(lambda: not store.base.flags, BOUND)
-    assert store.base.source == "zookeeper"
-    assert flag_is_active_for_user(None, "one") is False  # unknown flag: the default
+    # A missing snapshot znode is not "no flags": the last good snapshot stays in use.
+    wait_until(lambda: django_zkflags.status()["last_error"], BOUND)
+    assert "missing" in django_zkflags.status()["last_error"]
+    assert store.base is before  # nothing was published
+    assert flag_is_active_for_user(None, "one") is True
 
     assert site.writer.rebuild_snapshot() == {}  # `manage.py zkflags repair`
-    wait_until(lambda: set(store.base.flags) == {"one", "two"}, BOUND)
+    rebuilt = site.direct.exists(site.snapshot_path)
+    wait_until(lambda: store.base.zxid == rebuilt.mzxid, BOUND)
+    assert set(store.base.flags) == {"one", "two"}
+    assert store.base.source == "zookeeper"
     assert flag_is_active_for_user(None, "one") is True
+    # Cleared by the watch thread just after it publishes the recreated snapshot.
+    wait_until(lambda: django_zkflags.status()["last_error"] is None, BOUND)
     site.assert_healthy()
 
 
@@ -390,9 +426,9 @@ def test_snapshot_file_is_written_atomically_and_served_by_a_fresh_runtime(site_
             reads += 1
             header, _, data = raw.partition(b"\n")
             try:
-                assert header.startswith(FILE_HEADER), header[:40]
-                int(header[len(FILE_HEADER) :])
-                decode_entries(data)
+                assert header.startswith(HEADER), header[:40]
+                int(header[len(HEADER) :])
+                decode_payload(data)["flags"]
             except Exception as exc:  # a torn or partial file
                 problems.append(f"{type(exc).__name__}: {exc}")
 
@@ -417,7 +453,7 @@ def test_snapshot_file_is_written_atomically_and_served_by_a_fresh_runtime(site_
 
     store.publish(EMPTY)
     fresh = FlagRuntime()  # a new process's runtime, before ZooKeeper answers
-    assert fresh.snapshot_file == str(path)
+    assert fresh.snapshot_file is not None and fresh.snapshot_file.path == str(path)
     assert fresh.load_file() is True
     assert store.base.source == "file"
     assert store.base.zxid == zxid
@@ -428,5 +464,5 @@ def test_snapshot_file_is_written_atomically_and_served_by_a_fresh_runtime(site_
 def file_entries(path: Path) -> dict[str, Any]:
     """The flag entries of a snapshot file."""
     header, _, data = path.read_bytes().partition(b"\n")
-    assert header.startswith(FILE_HEADER)
-    return decode_entries(data)
+    assert header.startswith(HEADER)
+    return decode_payload(data)["flags"]

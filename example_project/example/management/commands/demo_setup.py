@@ -4,10 +4,22 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from django_zkflags.models import Flag
+from django_zkflags import services
+from django_zkflags.rules import FlagRule
 
 USERNAME = "admin"
 PASSWORD = "zkflags-demo"
+
+DEMO_FLAGS = (
+    FlagRule("banner", note="The banner on the home page", everyone=True, staff=True),
+    FlagRule("beta-page", note="The /beta/ page", staff=True),
+    FlagRule(
+        "welcome-text",
+        note="Live text under the title",
+        staff=True,
+        value="Hello from ZooKeeper.",
+    ),
+)
 
 
 class Command(BaseCommand):
@@ -21,15 +33,14 @@ class Command(BaseCommand):
         else:
             user.set_password(PASSWORD)
             user.save()
-        # ZooKeeper keeps its data across demo runs even if the SQLite file was removed.
-        call_command("zkflags", "repair", stdout=self.stdout)
-        for name, note, everyone, value in (
-            ("banner", "The banner on the home page", True, None),
-            ("beta-page", "The /beta/ page", None, None),
-            ("welcome-text", "Live text under the title", None, "Hello from ZooKeeper."),
-        ):
-            if not Flag.objects.filter(name=name).exists():
-                Flag(name=name, note=note, everyone=everyone, staff=True, value=value).save(
-                    actor=user
-                )
+        # ZooKeeper and the SQLite file can outlive each other between demo runs: make the
+        # rows mirror what ZooKeeper holds, or, if ZooKeeper lost everything, write the rows
+        # back to it.
+        if services.check().zookeeper_lost_data:
+            call_command("zkflags", "restore", stdout=self.stdout)
+        else:
+            call_command("zkflags", "repair", stdout=self.stdout)
+        for rule in DEMO_FLAGS:
+            if not services.read_flag(rule.name).exists:
+                services.save_flag(rule, expected_version=None, actor=user, source="demo_setup")
         self.stdout.write(f"Admin user: {USERNAME} / password: {PASSWORD}")

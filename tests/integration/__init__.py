@@ -1,0 +1,1 @@
+"""integration tier: see tests/README.md."""
