@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
 
 from django.apps import AppConfig
 from django.utils.translation import gettext_lazy as _
@@ -9,6 +11,8 @@ from django.utils.translation import gettext_lazy as _
 from . import conf
 
 MANAGE_PROGRAMS = ("manage.py", "django-admin", "django-admin.py", "__main__.py")
+
+log = logging.getLogger("django_zkflags")
 
 
 def should_autostart(argv: list[str] | None = None) -> bool:
@@ -43,4 +47,24 @@ class ZkFlagsConfig(AppConfig):
 
         store.set_default_active(bool(conf.get("UNKNOWN_FLAG_ACTIVE")))
         if should_autostart():
-            runtime.start()
+            started = runtime.start()
+            threading.Thread(
+                target=settle_after_start, args=(started,), name="zkflags-settle", daemon=True
+            ).start()
+
+
+def settle_after_start(started: object) -> None:
+    """Once the first snapshot is in, record the audit rows of changes a process that died
+    left without one (see services.settle_changes). Off the request path; a database that
+    is not there (or not migrated) only defers it to the next write, check or repair."""
+    from django.db import connections
+
+    from . import services
+
+    try:
+        if getattr(started, "wait_loaded", lambda timeout: False)(30.0):
+            services.settle_changes()
+    except Exception as exc:
+        log.info("Left change records for the next write to settle: %s", exc)
+    finally:
+        connections.close_all()

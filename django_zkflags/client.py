@@ -6,6 +6,8 @@ Tree under the root path of ``ZKFLAGS_URL``::
     <root>/flags/<name>   one JSON document per flag (the record an editor changes)
     <root>/environments   environment parents and hosts pegged to an environment
     <root>/snapshot       the materialized view of all of it (what every process watches)
+    <root>/changes/c-N    who changed what, written in the same multi() as the change and
+                          deleted once the audit row is committed (see services)
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .rules import validate_name
 FLAGS_DIR = "flags"
 SNAPSHOT_NODE = "snapshot"
 ENVIRONMENTS_NODE = "environments"
+CHANGES_DIR = "changes"
 
 #: Errors that mean "ZooKeeper cannot be reached right now".
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -63,6 +66,10 @@ class Paths:
     @property
     def environments(self) -> str:
         return f"{self.root}/{ENVIRONMENTS_NODE}"
+
+    @property
+    def changes(self) -> str:
+        return f"{self.root}/{CHANGES_DIR}"
 
     def flag(self, name: str) -> str:
         return f"{self.root}/{FLAGS_DIR}/{validate_name(name)}"

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .rules import (
@@ -243,11 +244,20 @@ class FlagChange(models.Model):
     username = models.CharField(
         _("username"), max_length=150, blank=True, help_text=_("Kept if the user is deleted.")
     )
-    at = models.DateTimeField(_("at"), auto_now_add=True, db_index=True)
+    at = models.DateTimeField(_("at"), default=timezone.now, db_index=True)
     before = models.JSONField(_("before"), null=True, blank=True)
     after = models.JSONField(_("after"), null=True, blank=True)
     zk_version = models.IntegerField(_("ZooKeeper version"), null=True, blank=True)
     source = models.CharField(_("source"), max_length=40, blank=True)
+    change_id = models.CharField(
+        _("change id"),
+        max_length=32,
+        null=True,
+        blank=True,
+        unique=True,
+        editable=False,
+        help_text=_("The id of the change record written to ZooKeeper with the change."),
+    )
 
     class Meta:
         ordering = ("-at", "-pk")

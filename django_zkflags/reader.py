@@ -57,6 +57,17 @@ class StoredSnapshot:
     version: int | None = None
 
 
+@dataclass(frozen=True)
+class ChangeRecord:
+    """A change record under ``<root>/changes/``: the change is live; its audit row may
+    not be committed yet (or ever, if the writing process died)."""
+
+    path: str
+    record: dict[str, Any] | None  # None when the node is not a readable record
+    created_ms: int  # the node's ctime (ZooKeeper's clock, milliseconds since the epoch)
+    error: str | None = None
+
+
 class TreeReader:
     def __init__(self, requests: Requests, paths: Paths) -> None:
         self.requests = requests
@@ -116,6 +127,31 @@ class TreeReader:
             return []
         return sorted(children)
 
+    def change_records(self) -> list[ChangeRecord]:
+        """Every change record, oldest first."""
+        self.requests.wait_connected()
+        try:
+            children = self.requests.result(
+                self.requests.client.get_children_async(self.paths.changes)
+            )
+        except NoNodeError:
+            return []
+        records = []
+        for child in sorted(children):
+            path = f"{self.paths.changes}/{child}"
+            found = self._get(path)
+            if found is None:
+                continue  # settled meanwhile
+            data, stat = found
+            try:
+                record = decode_document(data)
+                if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+                    raise InvalidFlag("not a change record")
+                records.append(ChangeRecord(path, record, stat.ctime))
+            except InvalidFlag as exc:
+                records.append(ChangeRecord(path, None, stat.ctime, str(exc)))
+        return records
+
     def flag_entries(self) -> tuple[dict[str, Any], dict[str, str]]:
         """Every flag znode as a snapshot entry (document + version), and the names of the
         invalid ones with what is wrong."""
@@ -135,6 +171,7 @@ class TreeReader:
 
 
 __all__ = [
+    "ChangeRecord",
     "CorruptSnapshot",
     "StoredEnvironments",
     "StoredFlag",

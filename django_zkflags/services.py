@@ -23,6 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import logging
+import os
+import socket
+import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -36,10 +41,12 @@ from django.utils import timezone
 from . import runtime
 from .exceptions import FlagWriteError
 from .models import Flag, FlagChange
-from .reader import StoredEnvironments, StoredFlag, StoredSnapshot
+from .reader import ChangeRecord, StoredEnvironments, StoredFlag, StoredSnapshot
 from .rules import FlagRule, InvalidFlag, validate_environments_document, validate_name
 from .snapshot import CorruptSnapshot
-from .writer import ENVIRONMENTS, WriteResult
+from .writer import ENVIRONMENTS, ChangeNote, WriteResult
+
+log = logging.getLogger("django_zkflags")
 
 #: Who made a change: a Django user, a name (a command's OS user), or None (the system).
 Actor = Any
@@ -103,12 +110,14 @@ def save_flag(
 ) -> FlagChange | None:
     """Create (``expected_version=None``) or change a flag from the version the editor
     started from. Returns the audit row, or None when nothing changed."""
-    result = _writer().write_flag(rule, expected_version)
+    settle_changes()
+    note = _note(actor, source)
+    result = _writer().write_flag(rule, expected_version, note)
     if not result.changed:
         return None
     with _atomic():
         _mirror(rule, result.version)
-        return _record(result, "created" if expected_version is None else "changed", actor, source)
+        return _record(result, note, actor)
 
 
 def delete_flag(
@@ -128,10 +137,12 @@ def delete_flag(
         with _atomic():
             _delete_row(name)
         return None
-    result = _writer().delete_flag(name, expected_version)
+    settle_changes()
+    note = _note(actor, source)
+    result = _writer().delete_flag(name, expected_version, note)
     with _atomic():
         _delete_row(name)
-        return _record(result, "deleted", actor, source)
+        return _record(result, note, actor)
 
 
 def update_flag(
@@ -173,7 +184,10 @@ def push_row(row: Flag, *, source: str = "orm") -> FlagChange | None:
     Django writes the row itself afterwards."""
     row.check_not_renamed()
     rule = row.to_rule()
-    result = _writer().write_flag(rule, row.zk_version)
+    settle_changes()
+    actor = current_actor()
+    note = _note(actor, source)
+    result = _writer().write_flag(rule, row.zk_version, note)
     row.zk_version = result.version
     row.remember_name()
     if not result.changed:
@@ -181,8 +195,7 @@ def push_row(row: Flag, *, source: str = "orm") -> FlagChange | None:
     with _atomic():
         if row.pk is not None:
             Flag.objects.filter(pk=row.pk).update(zk_version=result.version)
-        action = "created" if result.before is None else "changed"
-        return _record(result, action, current_actor(), source)
+        return _record(result, note, actor)
 
 
 def push_links(flag_pks: Iterable[int], *, source: str = "orm m2m") -> None:
@@ -236,11 +249,13 @@ def save_environments(
     """Replace the environments document (parents, pegged hosts) from the version the
     editor read. Returns the audit row, or None when nothing changed."""
     doc = validate_environments_document(doc)
-    result = _writer().write_environments(doc, expected_version)
+    settle_changes()
+    note = _note(actor, source)
+    result = _writer().write_environments(doc, expected_version, note)
     if not result.changed:
         return None
     with _atomic():
-        return _record(result, "created" if expected_version is None else "changed", actor, source)
+        return _record(result, note, actor)
 
 
 def update_environments(
@@ -272,6 +287,8 @@ class Drift:
     versions: dict[str, int] = field(default_factory=dict)
     invalid: dict[str, str] = field(default_factory=dict)  # invalid flag znodes
     rows: dict[str, Flag] = field(default_factory=dict)
+    #: flags listing users or groups the database no longer has: {name: {kind: ids}}
+    gone_members: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
     def add(self, name: str, what: str) -> None:
         self.problems.append((name, what))
@@ -314,6 +331,15 @@ def check() -> Drift:
     environments = reader.environments()
     if environments.error is not None:
         drift.add("(environments)", f"the environments document is invalid: {environments.error}")
+    for change in pending_changes():
+        record = change.record or {}
+        drift.add(
+            str(record.get("name")),
+            f"changed in ZooKeeper (version {record.get('version')}, by "
+            f"{record.get('username') or '-'} from {record.get('source')!r} at "
+            f"{record.get('at')}) but has no audit row: its writer stopped before committing "
+            "it ('repair' records it)",
+        )
     drift.rows = {f.name: f for f in Flag.objects.prefetch_related("users", "groups")}
     if drift.zookeeper_lost_data:
         drift.add(
@@ -323,8 +349,14 @@ def check() -> Drift:
             "'manage.py zkflags restore' writes the rows back.",
         )
         return drift
+    drift.gone_members = _gone_members(drift.nodes)
+    for name, gone in sorted(drift.gone_members.items()):
+        for kind, ids in gone.items():
+            drift.add(name, f"lists deleted {kind} {ids} ('repair' takes them out)")
     for name in sorted(set(drift.rows) | set(entries)):
         row, rule = drift.rows.get(name), drift.nodes.get(name)
+        if name in drift.gone_members:
+            continue  # the row cannot link what is gone: repaired with the ids above
         if row is None:
             drift.add(name, "in ZooKeeper but has no admin row")
         elif rule is None:
@@ -336,6 +368,27 @@ def check() -> Drift:
                 f"admin row (v{row.zk_version}) differs from ZooKeeper (v{drift.versions[name]})",
             )
     return drift
+
+
+def _members(rule: FlagRule, kind: str) -> set[int]:
+    ids = set(getattr(rule, kind))
+    for override in rule.environments.values():
+        ids.update(override.get(kind) or ())
+    return ids
+
+
+def _gone_members(rules: dict[str, FlagRule]) -> dict[str, dict[str, list[int]]]:
+    """Users and groups that flags list but the database does not have (deleted by a
+    cascade or by SQL, which sends no signal to take them out)."""
+    gone: dict[str, dict[str, list[int]]] = {}
+    for kind, model in (("users", get_user_model()), ("groups", Group)):
+        listed = {name: _members(rule, kind) for name, rule in rules.items()}
+        wanted = set().union(*listed.values()) if listed else set()
+        existing = set(model.objects.filter(pk__in=wanted).values_list("pk", flat=True))
+        for name, ids in listed.items():
+            if ids - existing:
+                gone.setdefault(name, {})[kind] = sorted(ids - existing)
+    return gone
 
 
 @dataclass
@@ -351,9 +404,21 @@ def repair(*, delete_orphan_rows: bool = False) -> RepairReport:
     change audited as "repaired". Rows whose znode is gone are kept unless
     ``delete_orphan_rows``; when ZooKeeper lost everything, nothing is done (use
     :func:`restore`)."""
+    settle_changes()
     drift = check()
     if drift.zookeeper_lost_data:
         raise FlagWriteError(next(what for name, what in drift.problems if name == "(zookeeper)"))
+    if drift.gone_members:
+        for name, gone in sorted(drift.gone_members.items()):
+
+            def without(doc: dict[str, Any], gone: dict[str, list[int]] = gone) -> dict[str, Any]:
+                for kind, ids in gone.items():
+                    for pk in ids:
+                        doc = _without_member(doc, kind, pk)
+                return doc
+
+            update_flag(name, without, source="repair")
+        drift = check()
     invalid = _writer().rebuild_snapshot()
     mirrored: list[str] = []
     deleted: list[str] = []
@@ -364,14 +429,14 @@ def repair(*, delete_orphan_rows: bool = False) -> RepairReport:
                 continue
             before = _row_document(row)
             _mirror(rule, version)
-            _record(
-                WriteResult(name, version, before, rule.to_document()), "repaired", None, "repair"
-            )
+            result = WriteResult(name, version, before, rule.to_document())
+            _record(result, _note(None, "repair", "repaired"), None)
             mirrored.append(name)
         for name in drift.orphan_rows if delete_orphan_rows else ():
             before = _row_document(drift.rows[name])
             _delete_row(name)
-            _record(WriteResult(name, None, before, None), "repaired", None, "repair")
+            result = WriteResult(name, None, before, None)
+            _record(result, _note(None, "repair", "repaired"), None)
             deleted.append(name)
     orphans = [] if delete_orphan_rows else drift.orphan_rows
     return RepairReport(invalid, mirrored, deleted, orphans)
@@ -389,10 +454,11 @@ def restore(*, actor: Actor = None, names: Iterable[str] | None = None) -> list[
         if row.name in present or (wanted is not None and row.name not in wanted):
             continue
         rule = row.to_rule()
-        result = _writer(restoring=True).write_flag(rule, None)
+        note = _note(actor, "restore", "restored")
+        result = _writer(restoring=True).write_flag(rule, None, note)
         with _atomic():
             _mirror(rule, result.version)
-            restored.append(_record(result, "restored", actor, "restore"))
+            restored.append(_record(result, note, actor))
     return restored
 
 
@@ -479,23 +545,152 @@ def _row_document(row: Flag | None) -> dict[str, Any] | None:
         return None
 
 
-def _record(result: WriteResult, action: str, actor: Actor, source: str) -> FlagChange:
+def _who(actor: Actor) -> tuple[Any, str]:
     if isinstance(actor, str):
-        user, username = None, actor
-    elif actor is not None and getattr(actor, "is_authenticated", False):
-        user, username = actor, actor.get_username()
-    else:
-        user, username = None, ""
-    return FlagChange.objects.create(
-        flag_name=result.name,
+        return None, actor
+    if actor is not None and getattr(actor, "is_authenticated", False):
+        return actor, actor.get_username()
+    return None, ""
+
+
+def _note(actor: Actor, source: str, action: str = "") -> ChangeNote:
+    user, username = _who(actor)
+    return ChangeNote(
+        id=uuid.uuid4().hex,
+        source=source,
+        username=username,
+        user_id=user.pk if user is not None else None,
+        at=timezone.now().isoformat(),
+        host=socket.gethostname(),
+        pid=os.getpid(),
         action=action,
+    )
+
+
+def _record(result: WriteResult, note: ChangeNote, actor: Actor) -> FlagChange:
+    """The audit row of a change; once it is committed, the change record in ZooKeeper
+    has served its purpose and is deleted (without waiting: a left-over is settled)."""
+    user, username = _who(actor)
+    change = FlagChange.objects.create(
+        flag_name=result.name,
+        action=note.action or result.action,
         before=result.before,
         after=result.after,
         zk_version=result.version,
-        source=source,
+        source=note.source,
         user=user,
         username=username,
+        change_id=note.id,
     )
+    if result.record_path is not None:
+        path = result.record_path
+        transaction.on_commit(lambda: _forget_record(path), using=router.db_for_write(Flag))
+    return change
+
+
+def _forget_record(path: str) -> None:
+    try:
+        runtime.get_runtime().client.delete_async(path)
+    except Exception:  # the next settle deletes it
+        log.debug("Could not delete the change record %s", path, exc_info=True)
+
+
+# -- change records left behind (a process died between ZooKeeper and the database) --------
+
+#: A change record younger than this (seconds) may belong to a write still in progress in
+#: another process: it is left alone (unless its writer is a dead process on this host).
+SETTLE_AFTER = 60.0
+
+
+def pending_changes(*, older_than: float = SETTLE_AFTER) -> list[ChangeRecord]:
+    """Change records whose audit row is missing and whose writer is done (older than
+    ``older_than`` seconds, or written by a process of this host that is gone)."""
+    pending = []
+    now_ms = time.time() * 1000
+    for change in runtime.get_runtime().reader().change_records():
+        record = change.record
+        if record is None:
+            continue
+        if FlagChange.objects.filter(change_id=record["id"]).exists():
+            _forget_record(change.path)  # audited; the delete did not happen
+            continue
+        if (now_ms - change.created_ms) / 1000 >= older_than or _writer_gone(record):
+            pending.append(change)
+    return pending
+
+
+def settle_changes(*, older_than: float = SETTLE_AFTER) -> list[FlagChange]:
+    """Write the missing audit row of every change that is live in ZooKeeper but whose
+    writer died before committing it (with who, when and from where the record says), and
+    make the row mirror ZooKeeper. Runs before every write, and in check/repair."""
+    settled = []
+    for change in pending_changes(older_than=older_than):
+        record = change.record
+        assert record is not None
+        name = str(record.get("name"))
+        with _atomic():
+            if name != ENVIRONMENTS:
+                _mirror_current(name)
+            user_id = record.get("user_id")
+            user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+            settled.append(
+                FlagChange.objects.create(
+                    flag_name=name,
+                    action=str(record.get("action") or "changed"),
+                    before=record.get("before"),
+                    after=record.get("after"),
+                    zk_version=record.get("version"),
+                    source=str(record.get("source") or "")[:40],
+                    user=user,
+                    username=str(record.get("username") or "")[:150],
+                    at=_parse_time(record.get("at")),
+                    change_id=record["id"],
+                )
+            )
+            path = change.path
+            transaction.on_commit(lambda p=path: _forget_record(p), using=router.db_for_write(Flag))
+        log.warning(
+            "Recorded the audit row of a live change its writer never committed: %s %s "
+            "(version %s) by %s from %s",
+            name,
+            record.get("action"),
+            record.get("version"),
+            record.get("username") or "-",
+            record.get("source"),
+        )
+    return settled
+
+
+def _mirror_current(name: str) -> None:
+    stored = read_flag(name)
+    row = Flag.objects.filter(name=name).first()
+    if stored.rule is not None:
+        if row is None or not row.mirrors(stored.rule, stored.version):
+            _mirror(stored.rule, stored.version)
+    elif not stored.exists and row is not None and row.zk_version is not None:
+        _delete_row(name)
+
+
+def _writer_gone(record: dict[str, Any]) -> bool:
+    pid = record.get("pid")
+    if record.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def _parse_time(value: Any) -> Any:
+    from django.utils.dateparse import parse_datetime
+
+    parsed = parse_datetime(value) if isinstance(value, str) else None
+    return parsed or timezone.now()
 
 
 __all__ = [
@@ -520,6 +715,8 @@ __all__ = [
     "save_environments",
     "save_flag",
     "set_everyone",
+    "settle_changes",
+    "pending_changes",
     "update_environments",
     "update_flag",
 ]

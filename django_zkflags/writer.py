@@ -56,14 +56,59 @@ READ_BACK_ERRORS: tuple[type[BaseException], ...] = (FlagWriteError, *UNAVAILABL
 @dataclass(frozen=True)
 class WriteResult:
     """What one change did: ``name`` (a flag name or ``"@environments"``), the znode
-    ``version`` after it (None after a delete), the documents before and after, and
-    whether anything was written at all."""
+    ``version`` after it (None after a delete), the documents before and after, whether
+    anything was written at all, and the change record written with it (if any)."""
 
     name: str
     version: int | None
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     changed: bool = True
+    record_path: str | None = None
+    action: str = ""  # "created", "changed" or "deleted"
+
+
+@dataclass(frozen=True)
+class ChangeNote:
+    """Who makes a change, from where, when: written to ``<root>/changes/`` in the same
+    ``multi()`` as the change, so that a change that is live has a trail even if the
+    process dies before its audit row is committed."""
+
+    id: str
+    source: str
+    username: str = ""
+    user_id: Any = None
+    at: str = ""
+    host: str = ""
+    pid: int = 0
+    action: str = ""  # "" : created/changed/deleted, as the writer finds it
+
+    #: Documents larger than this (encoded) are left out of the record, so that the record
+    #: never makes a change too large for one write; the audit row then says so.
+    MAX_DOCUMENT_BYTES = 32 * 1024
+
+    def record(self, name: str, action: str, version: int | None, before: Any, after: Any) -> bytes:
+        def small(doc: Any) -> Any:
+            if doc is not None and len(encode_document(doc)) > self.MAX_DOCUMENT_BYTES:
+                return {"omitted": "too large for the change record"}
+            return doc
+
+        return encode_document(
+            {
+                "id": self.id,
+                "name": name,
+                "action": self.action or action,
+                "version": version,
+                "before": small(before),
+                "after": small(after),
+                "source": self.source,
+                "username": self.username,
+                "user_id": self.user_id,
+                "at": self.at,
+                "host": self.host,
+                "pid": self.pid,
+            }
+        )
 
 
 @dataclass
@@ -106,7 +151,9 @@ class FlagWriter:
 
     # -- the changes -----------------------------------------------------------------------
 
-    def write_flag(self, rule: FlagRule, expected_version: int | None) -> WriteResult:
+    def write_flag(
+        self, rule: FlagRule, expected_version: int | None, note: ChangeNote | None = None
+    ) -> WriteResult:
         """Create (``expected_version=None``) or update a flag from the version the editor
         saw."""
         name = rule.name
@@ -121,21 +168,34 @@ class FlagWriter:
             view = self._view_for_write()
             entry = {**doc, "version": current.version}
             if current.document() == doc and view.flags.get(name) == entry and not view.rebuilt:
-                return WriteResult(name, current.version, doc, doc, changed=False)
+                return WriteResult(name, current.version, doc, doc, changed=False, action="changed")
             view.flags[name] = {**doc, "version": new_version}
             tx = self.client.transaction()
             if expected_version is None:
                 tx.create(path, data, acl=self.acl)
             else:
                 tx.set_data(path, data, version=expected_version)
-            self._commit(
-                tx, view, name, data, read_back=lambda: self._applied(name, doc, new_version)
+            action = "created" if expected_version is None else "changed"
+            record = (
+                note.record(name, action, new_version, current.document(), doc) if note else None
             )
-            return WriteResult(name, new_version, current.document(), doc)
+            record_path = self._commit(
+                tx,
+                view,
+                name,
+                data,
+                record,
+                read_back=lambda: self._applied(name, doc, new_version),
+            )
+            return WriteResult(
+                name, new_version, current.document(), doc, True, record_path, action
+            )
 
         return self._retrying(repr(name), attempt)
 
-    def delete_flag(self, name: str, expected_version: int) -> WriteResult:
+    def delete_flag(
+        self, name: str, expected_version: int, note: ChangeNote | None = None
+    ) -> WriteResult:
         validate_name(name)
         path = self.paths.flag(name)
 
@@ -146,12 +206,17 @@ class FlagWriter:
             view.flags.pop(name, None)
             tx = self.client.transaction()
             tx.delete(path, version=expected_version)
-            self._commit(tx, view, name, b"", read_back=lambda: self._applied(name, None, None))
-            return WriteResult(name, None, current.document(), None)
+            record = note.record(name, "deleted", None, current.document(), None) if note else None
+            record_path = self._commit(
+                tx, view, name, b"", record, read_back=lambda: self._applied(name, None, None)
+            )
+            return WriteResult(name, None, current.document(), None, True, record_path, "deleted")
 
         return self._retrying(repr(name), attempt)
 
-    def write_environments(self, doc: dict[str, Any], expected_version: int | None) -> WriteResult:
+    def write_environments(
+        self, doc: dict[str, Any], expected_version: int | None, note: ChangeNote | None = None
+    ) -> WriteResult:
         """Replace the environments document (validated by the caller) from the version
         the editor read (None: there is none yet)."""
         data = encode_document(doc)
@@ -171,7 +236,9 @@ class FlagWriter:
             view = self._view_for_write()
             unchanged = current.document == doc and view.environments == doc
             if current.error is None and unchanged and not view.rebuilt:
-                return WriteResult(ENVIRONMENTS, current.version, doc, doc, changed=False)
+                return WriteResult(
+                    ENVIRONMENTS, current.version, doc, doc, changed=False, action="changed"
+                )
             view.environments = doc
             tx = self.client.transaction()
             if expected_version is None:
@@ -183,8 +250,16 @@ class FlagWriter:
                 stored = self.reader.environments()
                 return stored.version == new_version and stored.document == doc
 
-            self._commit(tx, view, ENVIRONMENTS, data, read_back=read_back)
-            return WriteResult(ENVIRONMENTS, new_version, current.document, doc)
+            action = "created" if expected_version is None else "changed"
+            record = (
+                note.record(ENVIRONMENTS, action, new_version, current.document, doc)
+                if note
+                else None
+            )
+            record_path = self._commit(tx, view, ENVIRONMENTS, data, record, read_back=read_back)
+            return WriteResult(
+                ENVIRONMENTS, new_version, current.document, doc, True, record_path, action
+            )
 
         return self._retrying("the environments", attempt)
 
@@ -227,17 +302,18 @@ class FlagWriter:
         return self._retrying("the snapshot", attempt)
 
     def ensure_layout(self) -> None:
-        """Create the root and ``flags/`` if they are missing (a first write, or a root
-        deleted since). One ``exists`` when they are there."""
-        if self.requests.result(self.client.exists_async(self.paths.flags)) is not None:
+        """Create the root, ``flags/`` and ``changes/`` if they are missing (a first write,
+        or a root deleted since). One ``exists`` when they are there."""
+        if self.requests.result(self.client.exists_async(self.paths.changes)) is not None:
             return
-        path = ""
-        for part in self.paths.flags.strip("/").split("/"):
-            path += "/" + part
-            try:
-                self.requests.result(self.client.create_async(path, b"", acl=self.acl))
-            except NodeExistsError:
-                pass
+        for directory in (self.paths.flags, self.paths.changes):
+            path = ""
+            for part in directory.strip("/").split("/"):
+                path += "/" + part
+                try:
+                    self.requests.result(self.client.create_async(path, b"", acl=self.acl))
+                except NodeExistsError:
+                    pass
 
     # -- one attempt's parts ---------------------------------------------------------------
 
@@ -259,14 +335,14 @@ class FlagWriter:
             self.check_empty_tree()
         return _View(entries, environments.document, version, rebuilt=True)
 
-    def _check_size(self, payload: bytes, node_data: bytes, what: str) -> None:
+    def _check_size(self, payload: bytes, node_data: bytes, what: str, extra: int = 0) -> None:
         # An oversize packet is not an error in ZooKeeper: the server drops the connection.
         if len(node_data) > self.max_bytes:
             raise FlagTooLarge(
                 f"{what} is {len(node_data)} bytes as JSON, over the {self.max_bytes}-byte "
                 "limit of one ZooKeeper write; nothing was saved."
             )
-        if len(payload) + len(node_data) > self.max_bytes:
+        if len(payload) + len(node_data) + extra > self.max_bytes:
             raise FlagTooLarge(
                 f"Saving {what} would make the snapshot {len(payload)} bytes (compressed), "
                 f"over the {self.max_bytes}-byte limit of one ZooKeeper write; nothing was "
@@ -279,23 +355,28 @@ class FlagWriter:
         view: _View,
         what: str,
         node_data: bytes,
+        record: bytes | None,
         *,
         read_back: Callable[[], bool],
-    ) -> None:
-        """Add the snapshot rewrite to ``tx`` and commit it.
+    ) -> str | None:
+        """Add the snapshot rewrite (and the change record) to ``tx`` and commit it.
+        Returns the path of the change record created (None without one, or when the
+        outcome had to be learnt by reading back).
 
         Raises ForceRetryError when something moved since the attempt read it, and
         resolves a commit cut off by a lost connection by reading back.
         """
         payload = encode_entries(view.flags, view.environments)
-        self._check_size(payload, node_data, what)
+        self._check_size(payload, node_data, what, extra=len(record or b""))
         if view.version is None:
             tx.create(self.paths.snapshot, payload, acl=self.acl)
         else:
             tx.set_data(self.paths.snapshot, payload, version=view.version)
+        if record is not None:
+            tx.create(f"{self.paths.changes}/c-", record, acl=self.acl, sequence=True)
         pending = tx.commit_async()
         try:
-            node_result, snapshot_result = self.requests.result(pending, raw=True)
+            results = self.requests.result(pending, raw=True)
         except UNAVAILABLE_ERRORS as exc:
             if withdraw_queued_request(self.client, pending):
                 raise _Outcome(
@@ -303,9 +384,12 @@ class FlagWriter:
                     "nothing was saved."
                 ) from exc
             self._resolve_unknown_outcome(what, read_back, exc)
-            return
-        if not isinstance(node_result, Exception) and not isinstance(snapshot_result, Exception):
-            return
+            return None
+        node_result, snapshot_result = results[0], results[1]
+        if not any(isinstance(result, Exception) for result in results):
+            return results[2] if record is not None else None  # type: ignore[no-any-return]
+        if record is not None and isinstance(results[2], NoNodeError):
+            raise ForceRetryError()  # changes/ vanished (a root deleted meanwhile)
         if isinstance(node_result, NoAuthError) or isinstance(snapshot_result, NoAuthError):
             raise PermissionDenied(
                 "ZooKeeper refused the write (ACL): check the credentials in ZKFLAGS_URL"
