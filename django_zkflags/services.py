@@ -444,19 +444,31 @@ def repair(*, delete_orphan_rows: bool = False) -> RepairReport:
 
 def restore(*, actor: Actor = None, names: Iterable[str] | None = None) -> list[FlagChange]:
     """Write the admin's rows back to ZooKeeper, for flags ZooKeeper does not have (it lost
-    its data, or a flag znode was deleted by hand). Each is created from its row's rule,
-    audited as "restored"."""
+    its data, or a flag znode was deleted by hand), audited as "restored".
+
+    The flag znodes are created first, then the snapshot is rewritten once: processes
+    (which watch only the snapshot) go from the last snapshot they kept straight to the
+    whole restored set, never through a partial one.
+    """
     reader = runtime.get_runtime().reader()
     present = set(reader.flag_names())
     wanted = set(names) if names is not None else None
+    rows = [
+        row
+        for row in Flag.objects.prefetch_related("users", "groups").order_by("name")
+        if row.name not in present and (wanted is None or row.name in wanted)
+    ]
+    if not rows:
+        return []
+    writer = _writer(restoring=True)
+    created = [
+        (row.to_rule(), note, writer.create_flag_node(row.to_rule(), note))
+        for row, note in ((row, _note(actor, "restore", "restored")) for row in rows)
+    ]
+    writer.rebuild_snapshot()
     restored: list[FlagChange] = []
-    for row in Flag.objects.prefetch_related("users", "groups").order_by("name"):
-        if row.name in present or (wanted is not None and row.name not in wanted):
-            continue
-        rule = row.to_rule()
-        note = _note(actor, "restore", "restored")
-        result = _writer(restoring=True).write_flag(rule, None, note)
-        with _atomic():
+    with _atomic():
+        for rule, note, result in created:
             _mirror(rule, result.version)
             restored.append(_record(result, note, actor))
     return restored

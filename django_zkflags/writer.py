@@ -193,6 +193,36 @@ class FlagWriter:
 
         return self._retrying(repr(name), attempt)
 
+    def create_flag_node(self, rule: FlagRule, note: ChangeNote | None = None) -> WriteResult:
+        """Create a flag znode (with its change record) *without* the snapshot: for a
+        restore of many flags, followed by one :meth:`rebuild_snapshot`. Raises
+        FlagConflict if the flag exists."""
+        name = rule.name
+        doc = rule.to_document()
+        data = encode_document(doc)
+
+        def attempt() -> WriteResult:
+            self._check_size(b"", data, repr(name))
+            tx = self.client.transaction()
+            tx.create(self.paths.flag(name), data, acl=self.acl)
+            record = note.record(name, "created", 0, None, doc) if note else None
+            if record is not None:
+                tx.create(f"{self.paths.changes}/c-", record, acl=self.acl, sequence=True)
+            results = self.requests.result(tx.commit_async())
+            if isinstance(results[0], NodeExistsError):
+                self._check_expected(name, None, self.reader.flag(name))
+            for result in results:
+                if isinstance(result, NoAuthError):
+                    raise PermissionDenied(
+                        "ZooKeeper refused the write (ACL): check the credentials in ZKFLAGS_URL"
+                    )
+                if isinstance(result, Exception):
+                    raise FlagWriteError(f"ZooKeeper refused the write: {result!r}")
+            path = results[1] if record is not None else None
+            return WriteResult(name, 0, None, doc, True, path, "created")
+
+        return self._retrying(repr(name), attempt)
+
     def delete_flag(
         self, name: str, expected_version: int, note: ChangeNote | None = None
     ) -> WriteResult:
