@@ -200,6 +200,7 @@ class FlagRule:
         "value",
         "environments",
         "_prefix",
+        "_base",
     )
 
     def __init__(
@@ -238,6 +239,7 @@ class FlagRule:
         except RecursionError:
             raise InvalidFlag("'value' or 'environments' is nested too deeply") from None
         self._prefix = name + "\x00"
+        self._base = self  # the rule as stored, before environment overrides
 
     @classmethod
     def from_document(cls, doc: object, *, name: str | None = None) -> FlagRule:
@@ -309,7 +311,42 @@ class FlagRule:
         rule = FlagRule.from_document(doc)
         rule.version = self.version
         rule.environments = self.environments
+        rule._base = self
         return rule
+
+    def describes(self, entry: Mapping[str, Any]) -> bool:
+        """Does the snapshot ``entry`` (a document and its version) describe exactly the
+        rule this one was compiled from? Compared field by field without building anything:
+        a version alone is not an identity (a flag deleted and created again, or a tree
+        restored after ZooKeeper lost its data, starts again at version 0)."""
+        base = self._base
+        if entry.get("version") != base.version or base.version is None:
+            return False
+        if (
+            entry.get("everyone") is not base.everyone
+            or entry.get("percent") != base.percent
+            or entry.get("superusers", False) is not base.superusers
+            or entry.get("staff", False) is not base.staff
+            or entry.get("authenticated", False) is not base.authenticated
+            or entry.get("note", "") != base.note
+            or entry.get("name", base.name) != base.name
+        ):
+            return False
+        for key, ids in (("users", base.users), ("groups", base.groups)):
+            listed = entry.get(key)
+            if listed:
+                if len(listed) != len(ids) or not ids.issuperset(listed):
+                    return False
+            elif ids:
+                return False
+        value, environments = entry.get("value"), entry.get("environments")
+        if (value is None) != (base.value is None) or (
+            value is not None and thaw_value(base.value) != value
+        ):
+            return False
+        if not environments:
+            return not base.environments
+        return thaw_value(base.environments) == environments
 
     def is_active(
         self,

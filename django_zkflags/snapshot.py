@@ -115,21 +115,17 @@ def compile_entries(
 ) -> tuple[dict[str, FlagRule], dict[str, str]]:
     """Compile raw entries into rules, resolved for the environment ``chain`` (root first).
 
-    Entries whose version did not change reuse the previous rule (cheap updates with many
-    flags); the caller passes no ``previous`` when the chain changed. A bad entry keeps the
-    previous rule for that name, if there was one, and is reported in the returned errors.
+    Entries that still describe the previous rule (same version and fields: see
+    :meth:`FlagRule.describes`) reuse it (cheap updates with many flags); the caller passes
+    no ``previous`` when the chain changed. A bad entry keeps the previous rule for that
+    name, if there was one, and is reported in the returned errors.
     """
     previous = previous or {}
     flags: dict[str, FlagRule] = {}
     errors: dict[str, str] = {}
     for name, entry in entries.items():
         old = previous.get(name)
-        if (
-            old is not None
-            and isinstance(entry, dict)
-            and old.version is not None
-            and entry.get("version") == old.version
-        ):
+        if old is not None and isinstance(entry, dict) and old.describes(entry):
             flags[name] = old
             continue
         try:
