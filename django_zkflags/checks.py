@@ -1,7 +1,8 @@
 """System checks. Ids are stable; see docs/checks.md.
 
 * zkflags.E001 -- ZKFLAGS_URL cannot be parsed.
-* zkflags.E002 -- ZKFLAGS has an unknown key or a value of the wrong type.
+* zkflags.E002 -- ZKFLAGS has an unknown key or a value of the wrong type (or a
+  MAX_SNAPSHOT_BYTES below MAX_WRITE_BYTES).
 * zkflags.E003 -- ZKFLAGS["TESTING_OVERRIDES"] is on while DEBUG is False.
 * zkflags.W001 -- FlagMiddleware is not in MIDDLEWARE.
 * zkflags.W002 -- FlagMiddleware comes before AuthenticationMiddleware.
@@ -57,6 +58,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         elif isinstance(default, bool) and not isinstance(value, bool):
             errors.append(Error(f"ZKFLAGS[{key!r}] must be True or False", id="zkflags.E002"))
+    errors.extend(_check_snapshot_bound())
     if conf.get("TESTING_OVERRIDES") and not settings.DEBUG:
         errors.append(
             Error(
@@ -85,3 +87,20 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return errors
+
+def _check_snapshot_bound() -> list[Any]:
+    """A snapshot of MAX_WRITE_BYTES of plain JSON must be readable."""
+    try:
+        bound, write = int(conf.get("MAX_SNAPSHOT_BYTES")), int(conf.get("MAX_WRITE_BYTES"))
+    except (TypeError, ValueError):
+        return []  # reported above as a wrong type
+    if bound >= write:
+        return []
+    return [
+        Error(
+            f"ZKFLAGS['MAX_SNAPSHOT_BYTES'] ({bound}) is below ZKFLAGS['MAX_WRITE_BYTES'] "
+            f"({write}): processes would refuse snapshots the app writes",
+            hint="Leave it at its default (64 MiB) unless memory is very tight.",
+            id="zkflags.E002",
+        )
+    ]

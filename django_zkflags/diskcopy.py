@@ -65,15 +65,20 @@ class SnapshotFile:
         except OSError as exc:
             log.warning("Could not write the snapshot file %s: %s", self.path, exc)
 
-    def load(self) -> tuple[bytes, int] | None:
+    def load(self, max_bytes: int | None = None) -> tuple[bytes, int] | None:
         """The snapshot bytes and their mzxid, or None when there is no usable file (the
-        reason is logged)."""
+        reason is logged). A file whose snapshot is over ``max_bytes`` is not read whole
+        (the caller also bounds what the bytes inflate to)."""
         if not os.path.exists(self.path):
             return None
         try:
             _check_trusted(self.path)
             with open(self.path, "rb") as fh:
-                raw = fh.read()
+                # The header line (HEADER, a zxid of at most 20 digits, "\n"), the snapshot.
+                limit = -1 if max_bytes is None else len(HEADER) + 21 + max_bytes
+                raw = fh.read(limit)
+                if limit >= 0 and fh.read(1):
+                    raise ValueError(f"it holds a snapshot larger than {max_bytes} bytes")
             header, _, data = raw.partition(b"\n")
             if not header.startswith(HEADER):
                 raise ValueError("not a zkflags snapshot file")

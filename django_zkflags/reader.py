@@ -14,7 +14,7 @@ from kazoo.exceptions import NoNodeError
 
 from .client import Paths, Requests
 from .rules import FlagRule, InvalidFlag, validate_environments_document
-from .snapshot import CorruptSnapshot, decode_document, decode_payload
+from .snapshot import MAX_SNAPSHOT_BYTES, CorruptSnapshot, decode_document, decode_payload
 
 NO_ENVIRONMENTS_DOCUMENT: dict[str, Any] = {"parents": {}, "hosts": {}}
 
@@ -69,9 +69,13 @@ class ChangeRecord:
 
 
 class TreeReader:
-    def __init__(self, requests: Requests, paths: Paths) -> None:
+    def __init__(
+        self, requests: Requests, paths: Paths, *, max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES
+    ) -> None:
+        """``max_snapshot_bytes``: a larger snapshot (as JSON) is refused as corrupt."""
         self.requests = requests
         self.paths = paths
+        self.max_snapshot_bytes = max_snapshot_bytes
 
     def _get(self, path: str) -> tuple[bytes, Any] | None:
         try:
@@ -98,7 +102,7 @@ class TreeReader:
         if found is None:
             return StoredSnapshot()
         data, stat = found
-        payload = decode_payload(data)
+        payload = decode_payload(data, self.max_snapshot_bytes)
         return StoredSnapshot(payload["flags"], payload["environments"], stat.version)
 
     def snapshot_version(self) -> int | None:

@@ -122,7 +122,7 @@ class FlagRuntime:
         return Requests(self.client, self.url, float(conf.get("WRITE_TIMEOUT")))
 
     def reader(self) -> TreeReader:
-        return TreeReader(self.requests(), self.paths)
+        return TreeReader(self.requests(), self.paths, max_snapshot_bytes=max_snapshot_bytes())
 
     def writer(self, check_empty_tree: Callable[[], None] | None = None) -> FlagWriter:
         return FlagWriter(
@@ -132,6 +132,7 @@ class FlagRuntime:
             max_bytes=int(conf.get("MAX_WRITE_BYTES")),
             check_empty_tree=check_empty_tree,
         )
+            max_snapshot_bytes=max_snapshot_bytes(),
 
     # -- snapshots (the watch's thread) ----------------------------------------------------
 
@@ -140,7 +141,7 @@ class FlagRuntime:
 
         Raises CorruptSnapshot (a ValueError) when the bytes are not a snapshot.
         """
-        payload = decode_payload(data)
+        payload = decode_payload(data, max_snapshot_bytes())
         env, chain = resolve_environment(
             payload["environments"], conf.environment(), conf.hostname()
         )
@@ -186,7 +187,7 @@ class FlagRuntime:
         """Serve the last-known snapshot from disk until ZooKeeper answers."""
         if self.snapshot_file is None:
             return False
-        found = self.snapshot_file.load()
+        found = self.snapshot_file.load(max_snapshot_bytes())
         if found is None:
             return False
         data, zxid = found
@@ -239,6 +240,12 @@ _EMPTY_PAYLOAD = encode_entries({})
 
 _lock = threading.RLock()
 _runtime: FlagRuntime | None = None
+
+def max_snapshot_bytes() -> int:
+    """``ZKFLAGS["MAX_SNAPSHOT_BYTES"]``: the largest snapshot (as JSON) decoded or written."""
+    return int(conf.get("MAX_SNAPSHOT_BYTES"))
+
+
 
 
 def get_runtime() -> FlagRuntime:

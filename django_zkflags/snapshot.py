@@ -9,6 +9,12 @@ Wire format of the snapshot znode (``<root>/snapshot``)::
 Plain JSON (starting with ``{``) is accepted too, so a hand-written snapshot can be read.
 Decoding is tolerant per flag: one bad entry is reported and skipped (the caller keeps its
 last good value) without affecting the others.
+
+Decoding is bounded: a snapshot larger than ``max_bytes`` (``ZKFLAGS["MAX_SNAPSHOT_BYTES"]``,
+64 MiB by default) once inflated is refused as corrupt without being inflated further, so
+a small hand-written znode cannot make every process of the fleet allocate gigabytes (zlib
+inflates up to about 1,000 times: a 1 MB znode of compressed whitespace is 1 GB). A
+snapshot of 100,000 small flags is about 8 to 18 MB of JSON.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from .rules import FlagRule, InvalidFlag, environment_chain
 
 MAGIC = b"ZKF1"
 FORMAT = 1
+#: The default of ``ZKFLAGS["MAX_SNAPSHOT_BYTES"]``: the largest snapshot, as JSON, that is
+#: decoded.
+MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
 
 
 class CorruptSnapshot(ValueError):
@@ -47,14 +56,60 @@ def encode_entries(
 ) -> bytes:
     """Encode raw flag entries (documents with their version), and the environments
     document if there is one, as a snapshot znode."""
+    return encode_snapshot(entries, environments)[0]
+
+
+def encode_snapshot(
+    entries: Mapping[str, Mapping[str, Any]], environments: Mapping[str, Any] | None = None
+) -> tuple[bytes, int]:
+    """:func:`encode_entries`, and the size of the snapshot as JSON (what a reader inflates
+    it to, and checks against its ``max_bytes``)."""
     payload: dict[str, Any] = {"format": FORMAT, "flags": dict(entries)}
     if environments:
         payload["environments"] = dict(environments)
-    return MAGIC + zlib.compress(encode_document(payload), 6)
+    document = encode_document(payload)
+    return MAGIC + zlib.compress(document, 6), len(document)
 
 
-def decode_payload(data: bytes | None) -> dict[str, Any]:
-    """Decode a snapshot znode: ``{"flags": {...}, "environments": {...}}``.
+def _too_large(max_bytes: int) -> CorruptSnapshot:
+    return CorruptSnapshot(
+        f"snapshot is larger than {max_bytes} bytes as JSON (ZKFLAGS['MAX_SNAPSHOT_BYTES']); "
+        "it was not decoded"
+    )
+
+
+#: Inflated bytes looked at per step while measuring a compressed snapshot.
+_INFLATE_STEP = 1024 * 1024
+
+
+def inflate(compressed: bytes, max_bytes: int) -> bytes:
+    """zlib-decompress ``compressed`` if it inflates to at most ``max_bytes``.
+
+    Raises CorruptSnapshot when it would inflate past that, or is truncated or not zlib.
+    The size is measured first, a step at a time with each step dropped, so that a bomb
+    costs the CPU of inflating ``max_bytes`` but never the memory.
+    """
+    inflater = zlib.decompressobj()
+    pending, size = compressed, 0
+    try:
+        while not inflater.eof:
+            step = inflater.decompress(pending, _INFLATE_STEP)
+            size += len(step)
+            if size > max_bytes:
+                raise _too_large(max_bytes)
+            pending = inflater.unconsumed_tail
+            if not pending and len(step) < _INFLATE_STEP and not inflater.eof:
+                raise CorruptSnapshot(
+                    "snapshot is not readable: incomplete or truncated zlib stream"
+                )
+        return zlib.decompress(compressed)
+    except zlib.error as exc:
+        raise CorruptSnapshot(f"snapshot is not readable: {exc}") from None
+
+
+def decode_payload(data: bytes | None, max_bytes: int = MAX_SNAPSHOT_BYTES) -> dict[str, Any]:
+    """Decode a snapshot znode: ``{"flags": {...}, "environments": {...}}``, refusing one
+    larger than ``max_bytes`` as JSON.
 
     Raises CorruptSnapshot.
     """
@@ -64,11 +119,13 @@ def decode_payload(data: bytes | None) -> dict[str, Any]:
         # The app never writes zero bytes (an empty view is still ZKF1 + zlib): this is
         # a node created by hand, not "no flags".
         raise CorruptSnapshot("snapshot znode is empty")
+    if len(data) > max_bytes:
+        raise _too_large(max_bytes)
+    if data.startswith(MAGIC):
+        data = inflate(data[len(MAGIC) :], max_bytes)
     try:
-        if data.startswith(MAGIC):
-            data = zlib.decompress(data[len(MAGIC) :])
         payload = json.loads(data.decode("utf-8"))
-    except (zlib.error, ValueError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
         raise CorruptSnapshot(f"snapshot is not readable: {exc}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("flags"), dict):
         raise CorruptSnapshot("snapshot has no 'flags' object")

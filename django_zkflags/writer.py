@@ -42,7 +42,12 @@ from .exceptions import (
 from .kazoo_compat import withdraw_queued_request
 from .reader import StoredFlag, TreeReader
 from .rules import FlagRule, validate_name
-from .snapshot import CorruptSnapshot, encode_document, encode_entries
+from .snapshot import (
+    MAX_SNAPSHOT_BYTES,
+    CorruptSnapshot,
+    encode_document,
+    encode_snapshot,
+)
 
 log = logging.getLogger("django_zkflags.writer")
 
@@ -137,17 +142,21 @@ class FlagWriter:
         *,
         max_bytes: int = 1000 * 1000,
         check_empty_tree: Callable[[], None] | None = None,
+        max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES,
     ) -> None:
         """``check_empty_tree`` is called before a write that would start the tree from
         nothing (no snapshot, no flag, no environments): it raises to refuse that (when
-        ZooKeeper lost data that exists elsewhere, say)."""
+        ZooKeeper lost data that exists elsewhere, say). ``max_snapshot_bytes``: the
+        largest snapshot (as JSON) read or written; a larger one read is corrupt (and
+        rebuilt), one to be written is refused."""
         self.check_empty_tree = check_empty_tree
         self.requests = requests
         self.client: KazooClient = requests.client
         self.paths = paths
         self.acl = acl
         self.max_bytes = max_bytes
-        self.reader = TreeReader(requests, paths)
+        self.max_snapshot_bytes = max_snapshot_bytes
+        self.reader = TreeReader(requests, paths, max_snapshot_bytes=max_snapshot_bytes)
 
     # -- the changes -----------------------------------------------------------------------
 
@@ -314,8 +323,8 @@ class FlagWriter:
                 env_doc = old_environments
             else:
                 env_doc = environments.document
-            payload = encode_entries(entries, env_doc)
-            self._check_size(payload, b"", "the rebuilt snapshot")
+            payload, inflated = encode_snapshot(entries, env_doc)
+            self._check_size(payload, b"", "the rebuilt snapshot", inflated=inflated)
             try:
                 if version is None:
                     self.requests.result(
@@ -365,7 +374,11 @@ class FlagWriter:
             self.check_empty_tree()
         return _View(entries, environments.document, version, rebuilt=True)
 
-    def _check_size(self, payload: bytes, node_data: bytes, what: str, extra: int = 0) -> None:
+    def _check_size(
+        self, payload: bytes, node_data: bytes, what: str, extra: int = 0, inflated: int = 0
+    ) -> None:
+        """``inflated``: the size of the snapshot as JSON, which readers refuse over
+        ``max_snapshot_bytes``."""
         # An oversize packet is not an error in ZooKeeper: the server drops the connection.
         if len(node_data) > self.max_bytes:
             raise FlagTooLarge(
@@ -377,6 +390,12 @@ class FlagWriter:
                 f"Saving {what} would make the snapshot {len(payload)} bytes (compressed), "
                 f"over the {self.max_bytes}-byte limit of one ZooKeeper write; nothing was "
                 "saved. Remove unused flags or long user lists (use groups)."
+            )
+        if inflated > self.max_snapshot_bytes:
+            raise FlagTooLarge(
+                f"Saving {what} would make the snapshot {inflated} bytes as JSON, over the "
+                f"{self.max_snapshot_bytes} bytes every process accepts "
+                "(ZKFLAGS['MAX_SNAPSHOT_BYTES']); nothing was saved."
             )
 
     def _commit(
@@ -396,8 +415,8 @@ class FlagWriter:
         Raises ForceRetryError when something moved since the attempt read it, and
         resolves a commit cut off by a lost connection by reading back.
         """
-        payload = encode_entries(view.flags, view.environments)
-        self._check_size(payload, node_data, what, extra=len(record or b""))
+        payload, inflated = encode_snapshot(view.flags, view.environments)
+        self._check_size(payload, node_data, what, extra=len(record or b""), inflated=inflated)
         if view.version is None:
             tx.create(self.paths.snapshot, payload, acl=self.acl)
         else:
