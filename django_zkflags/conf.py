@@ -82,6 +82,11 @@ DEFAULTS: dict[str, Any] = {
     # Largest payload the client will send in one write; ZooKeeper's jute.maxbuffer is
     # 1 MiB and an oversize packet makes the server drop the connection.
     "MAX_WRITE_BYTES": 1000 * 1000,
+    # Largest snapshot, as JSON, that a process decodes (from ZooKeeper or its disk copy)
+    # and a writer writes. A larger one is refused as corrupt before it is inflated: zlib
+    # inflates up to ~1,000 times, so a 1 MB hand-written znode could be 1 GB in every
+    # process at once. 100,000 small flags are about 8 to 18 MB. At least MAX_WRITE_BYTES.
+    "MAX_SNAPSHOT_BYTES": 64 * 1024 * 1024,
 }
 
 
@@ -95,11 +100,6 @@ class ZooKeeperURL:
 
     hosts: str
     root: str
-    # Largest snapshot, as JSON, that a process decodes (from ZooKeeper or its disk copy)
-    # and a writer writes. A larger one is refused as corrupt before it is inflated: zlib
-    # inflates up to ~1,000 times, so a 1 MB hand-written znode could be 1 GB in every
-    # process at once. 100,000 small flags are about 8 to 18 MB. At least MAX_WRITE_BYTES.
-    "MAX_SNAPSHOT_BYTES": 64 * 1024 * 1024,
     username: str | None = None
     password: str | None = field(default=None, repr=False)
 

@@ -130,9 +130,9 @@ class FlagRuntime:
             self.paths,
             acl_for(self.url),
             max_bytes=int(conf.get("MAX_WRITE_BYTES")),
+            max_snapshot_bytes=max_snapshot_bytes(),
             check_empty_tree=check_empty_tree,
         )
-            max_snapshot_bytes=max_snapshot_bytes(),
 
     # -- snapshots (the watch's thread) ----------------------------------------------------
 
