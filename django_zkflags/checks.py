@@ -88,6 +88,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
     return errors
 
+
 def _check_snapshot_bound() -> list[Any]:
     """A snapshot of MAX_WRITE_BYTES of plain JSON must be readable."""
     try:

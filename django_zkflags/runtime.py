@@ -238,14 +238,14 @@ class FlagRuntime:
 
 _EMPTY_PAYLOAD = encode_entries({})
 
-_lock = threading.RLock()
-_runtime: FlagRuntime | None = None
 
 def max_snapshot_bytes() -> int:
     """``ZKFLAGS["MAX_SNAPSHOT_BYTES"]``: the largest snapshot (as JSON) decoded or written."""
     return int(conf.get("MAX_SNAPSHOT_BYTES"))
 
 
+_lock = threading.RLock()
+_runtime: FlagRuntime | None = None
 
 
 def get_runtime() -> FlagRuntime:
