@@ -15,7 +15,6 @@ from django_zkflags.cache import store
 from django_zkflags.exceptions import FlagConflict
 from django_zkflags.models import Flag, FlagChange
 from django_zkflags.rules import (
-    FlagRule,
     InvalidFlag,
     thaw_value,
     validate_environments_document,
@@ -236,12 +235,3 @@ def test_set_command_with_value_and_environment(zkflags):
         zkflags_command("set", "rate", "--value", "{oops")
     assert zkflags.read("rate")[1] == version
     assert "agree" in zkflags_command("check")
-
-
-def test_compiled_rule_for_environment_keeps_version():
-    rule = FlagRule.from_document(
-        {"name": "f", "version": 4, "percent": 10, "environments": {"e": {"percent": 90}}}
-    )
-    resolved = rule.for_environment(("e",))
-    assert (resolved.version, resolved.percent, rule.percent) == (4, 90.0, 10.0)
-    assert rule.for_environment(("other",)) is rule

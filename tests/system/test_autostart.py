@@ -1,4 +1,5 @@
-"""Which processes start a watcher in AppConfig.ready, and which do not."""
+"""Which processes start a watcher in AppConfig.ready: real ``manage.py`` processes of the
+example project against the session's ZooKeeper."""
 
 from __future__ import annotations
 
@@ -8,43 +9,9 @@ import sys
 import uuid
 from pathlib import Path
 
-import pytest
-
-from django_zkflags.apps import should_autostart
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "example_project"
+EXAMPLE = Path(__file__).resolve().parents[2] / "example_project"
 
 
-@pytest.mark.parametrize(
-    ("argv", "env", "expected"),
-    [
-        (["manage.py", "migrate"], {}, False),
-        (["manage.py", "makemigrations"], {}, False),
-        (["manage.py", "check"], {}, False),
-        (["django-admin", "collectstatic"], {}, False),
-        (["manage.py", "shell"], {}, True),
-        (["manage.py", "zkflags", "status"], {}, True),
-        (["manage.py", "runserver"], {}, False),  # the autoreloader's parent
-        (["manage.py", "runserver"], {"RUN_MAIN": "true"}, True),  # its serving child
-        (["manage.py", "runserver", "--noreload"], {}, True),
-        (["gunicorn", "app.wsgi"], {}, True),
-        ([], {}, True),
-    ],
-)
-def test_should_autostart(argv, env, expected, settings, monkeypatch):
-    settings.ZKFLAGS = {**settings.ZKFLAGS, "AUTOSTART": True}
-    monkeypatch.delenv("RUN_MAIN", raising=False)
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    assert should_autostart(argv) is expected
-
-
-def test_autostart_setting_off(settings):
-    settings.ZKFLAGS = {**settings.ZKFLAGS, "AUTOSTART": False}
-    assert should_autostart(["manage.py", "shell"]) is False
-
-
-@pytest.mark.slow
 def test_migrate_does_not_connect_but_shell_does(zk_server, tmp_path):
     """Real processes: `migrate` never opens a ZooKeeper session, `shell` does."""
     env = {
