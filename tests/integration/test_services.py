@@ -1,9 +1,11 @@
-"""ORM and command paths: every change reaches ZooKeeper and leaves one audit row.
+"""The write path (django_zkflags/services.py) through the ORM and the command: every
+change reaches ZooKeeper and leaves one audit row.
 
 ``Flag.objects.create``, ``save()``, many-to-many edits from either side, ``delete()`` and
 ``manage.py zkflags set`` all write the flag znode (and the snapshot) first; a write that
-ZooKeeper refuses (a stale version, or no ZooKeeper at all) leaves the database as it was
-and records nothing. ``manage.py zkflags check`` finds drift and ``repair`` removes it.
+ZooKeeper refuses (a stale version here; no ZooKeeper at all in
+tests/system/test_services.py) leaves the database as it was and records nothing.
+``manage.py zkflags check`` finds drift and ``repair`` removes it.
 """
 
 from __future__ import annotations
@@ -12,42 +14,23 @@ from io import StringIO
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
 from django_zkflags.cache import store
-from django_zkflags.exceptions import FlagConflict, ZooKeeperUnavailable
+from django_zkflags.exceptions import FlagConflict
 from django_zkflags.models import Flag, FlagChange
 from django_zkflags.services import acting_as
 from django_zkflags.snapshot import decode_payload, encode_document
 
-from .conftest import audit, wait_until
-from .conftest import flag_doc as doc_of
+from ..conftest import audit, row_state, wait_until, zkflags_command
+from ..conftest import flag_doc as doc_of
 
 pytestmark = pytest.mark.django_db
 
 
 def zk(zkflags: Any, name: str) -> tuple[dict[str, Any] | None, int | None]:
     return zkflags.read(name)
-
-
-def row_state(name: str) -> tuple[Any, ...]:
-    flag = Flag.objects.get(name=name)
-    return (flag.to_rule().to_document(), flag.zk_version)
-
-
-def zkflags_command(*args: str) -> str:
-    out = StringIO()
-    call_command("zkflags", *args, stdout=out)
-    return out.getvalue()
-
-
-@pytest.fixture
-def people() -> tuple[list[User], list[Group]]:
-    users = [User.objects.create_user(f"person{i}") for i in range(3)]
-    groups = [Group.objects.create(name=f"group{i}") for i in range(2)]
-    return users, groups
 
 
 # -- ORM writes ---------------------------------------------------------------------------
@@ -256,47 +239,6 @@ def test_conflicting_orm_writes_are_refused_and_change_nothing(zkflags, people):
     assert not Flag.objects.filter(name="elsewhere").exists()
     assert zk(zkflags, "elsewhere")[1] == 0
     assert audit("elsewhere") == []
-
-
-@pytest.mark.django_db(transaction=True)
-def test_zookeeper_stopped_orm_writes_change_nothing(zkflags, people):
-    users, _groups = people
-    flag = Flag.objects.create(name="offline", note="before")
-    zkflags.wait_version("offline", 0)
-    before = row_state("offline")
-    server = zkflags.server
-    server.stop()
-    try:
-        wait_until(lambda: not zkflags.runtime.client.connected, timeout=10)
-        with pytest.raises(ZooKeeperUnavailable):
-            Flag.objects.create(name="never-born")
-        flag.note = "during"
-        with pytest.raises(ZooKeeperUnavailable):
-            flag.save()
-        with pytest.raises(ZooKeeperUnavailable):
-            flag.users.add(users[0])
-        with pytest.raises(ZooKeeperUnavailable):
-            flag.delete()
-        with pytest.raises(CommandError, match="unreachable"):
-            zkflags_command("set", "offline", "--on")
-
-        assert not Flag.objects.filter(name="never-born").exists()
-        assert row_state("offline") == before
-        assert Flag.users.through.objects.count() == 0
-        assert FlagChange.objects.count() == 1
-        assert store.base.flags["offline"].version == 0  # still serving the last snapshot
-    finally:
-        server.start()
-
-    wait_until(lambda: zkflags.runtime.client.connected, timeout=15)
-    assert zk(zkflags, "offline") == (before[0], 0)
-    assert zk(zkflags, "never-born") == (None, None)
-    flag.refresh_from_db()
-    flag.note = "after"
-    flag.save()
-    zkflags.wait_version("offline", 1, timeout=15)
-    assert store.base.flags["offline"].note == "after"
-    assert [c.action for c in audit("offline")] == ["created", "changed"]
 
 
 # -- check and repair ---------------------------------------------------------------------

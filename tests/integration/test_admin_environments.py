@@ -13,7 +13,7 @@ from django_zkflags.cache import store
 from django_zkflags.models import FlagChange
 from django_zkflags.rules import validate_environments_document
 
-from .conftest import wait_until
+from ..conftest import wait_until
 
 pytestmark = pytest.mark.django_db
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from io import StringIO
-
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.template import Context, Template
 from django.test import RequestFactory
 
@@ -20,15 +18,9 @@ from django_zkflags.rules import (
     validate_environments_document,
 )
 
-from .conftest import wait_until
+from ..conftest import wait_until, zkflags_command
 
 pytestmark = pytest.mark.django_db
-
-
-def zkflags_command(*args: str) -> str:
-    out = StringIO()
-    call_command("zkflags", *args, stdout=out)
-    return out.getvalue()
 
 
 def wait_environment(env: str | None) -> None:

@@ -7,7 +7,7 @@ ZooKeeper does not inherit ACLs, so every znode the app creates (each level of t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -25,7 +25,7 @@ from django_zkflags.rules import FlagRule
 from django_zkflags.snapshot import EMPTY, decode_payload, encode_entries
 from django_zkflags.writer import FlagWriter
 
-from .conftest import wait_until
+from ..conftest import served_version, wait_until
 
 USER, PASSWORD = "alice", "secret"
 
@@ -35,14 +35,6 @@ class AclSite:
         self.hosts = hosts
         self.root = root  # two levels, both created by the app
         self.url = f"zk://{USER}:{PASSWORD}@{hosts}{root}"
-
-
-def _client(hosts: str, auth: tuple[str, str] | None = None) -> KazooClient:
-    client = KazooClient(
-        hosts=hosts, timeout=10.0, auth_data=[("digest", f"{auth[0]}:{auth[1]}")] if auth else None
-    )
-    client.start(timeout=10)
-    return client
 
 
 @pytest.fixture
@@ -59,18 +51,12 @@ def site(zk_server: Any, settings: Any) -> Iterator[AclSite]:
 
 
 @pytest.fixture
-def clients(site: AclSite) -> Iterator[dict[str, KazooClient]]:
-    made = {
-        "owner": _client(site.hosts, (USER, PASSWORD)),
-        "bob": _client(site.hosts, ("bob", "hunter2")),
-        "anonymous": _client(site.hosts),
+def clients(site: AclSite, kazoo_clients: Callable[..., KazooClient]) -> dict[str, KazooClient]:
+    return {
+        "owner": kazoo_clients(site.hosts, auth=(USER, PASSWORD)),
+        "bob": kazoo_clients(site.hosts, auth=("bob", "hunter2")),
+        "anonymous": kazoo_clients(site.hosts),
     }
-    try:
-        yield made
-    finally:
-        for client in made.values():
-            client.stop()
-            client.close()
 
 
 def _write(name: str, **rules: Any) -> int:
@@ -79,13 +65,8 @@ def _write(name: str, **rules: Any) -> int:
     base = stored.document() or {"name": name, "everyone": None}
     result = flags.writer().write_flag(FlagRule.from_document({**base, **rules}), stored.version)
     assert result.version is not None
-    wait_until(lambda: _version(name) == result.version)
+    wait_until(lambda: served_version(name) == result.version)
     return result.version
-
-
-def _version(name: str) -> int | None:
-    rule = store.base.flags.get(name)
-    return rule.version if rule is not None else None
 
 
 EXPECTED_ACL = {

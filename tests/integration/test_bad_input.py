@@ -1,12 +1,12 @@
 """Bad input from outside the app: garbage in the znodes, odd documents, oversized data.
 
-Everything here crosses a real ZooKeeper: another kazoo client (an "intruder" with the
-same rights, as a person with zkCli would have) writes straight into the app's znodes,
+Everything here crosses a real ZooKeeper: another kazoo client (``direct``, with the same
+rights as a person with zkCli would have) writes straight into the app's znodes,
 and this process's watcher must stay alive, keep serving the last good values of what it
 cannot read, and say so in ``status()`` and the log.
 
 The property tests run 25 examples each (every one crosses ZooKeeper); for a longer hunt:
-``ZKFLAGS_EXAMPLES=500 pytest tests/test_bad_input.py``.
+``ZKFLAGS_EXAMPLES=500 pytest tests/integration/test_bad_input.py``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from django_zkflags.exceptions import FlagTooLarge
 from django_zkflags.rules import FlagRule, InvalidFlag
 from django_zkflags.snapshot import MAGIC, Snapshot, encode_document, encode_entries
 
-from .conftest import wait_until
+from ..conftest import wait_until
 
 EXAMPLES = settings(
     max_examples=int(os.environ.get("ZKFLAGS_EXAMPLES", "25")),
@@ -45,18 +45,6 @@ EXAMPLES = settings(
 )
 
 LOGGER = "django_zkflags"
-
-
-@pytest.fixture
-def intruder(zkflags: Any) -> Iterator[KazooClient]:
-    """A second client that writes into the app's znodes behind its back."""
-    client = KazooClient(hosts=zkflags.server.hosts, timeout=10.0)
-    client.start(timeout=10)
-    try:
-        yield client
-    finally:
-        client.stop()
-        client.close()
 
 
 def _flags() -> dict[str, FlagRule]:
@@ -123,9 +111,9 @@ def _spec_snapshot(data: bytes) -> dict[str, Any] | None:
     return flags if isinstance(flags, dict) else None
 
 
-def _set_and_wait(intruder: KazooClient, path: str, data: bytes) -> Any:
+def _set_and_wait(direct: KazooClient, path: str, data: bytes) -> Any:
     """Write ``data`` by hand and wait until this process's watcher has dealt with it."""
-    stat = intruder.set(path, data)
+    stat = direct.set(path, data)
     wait_until(
         lambda: store.base.zxid == stat.mzxid or runtime.status()["last_error"] is not None,
         timeout=10,
@@ -134,16 +122,16 @@ def _set_and_wait(intruder: KazooClient, path: str, data: bytes) -> Any:
 
 
 @pytest.fixture
-def seeded(zkflags: Any, intruder: KazooClient) -> dict[str, Any]:
+def seeded(zkflags: Any, direct: KazooClient) -> dict[str, Any]:
     zkflags.write("keep-on", everyone=True)
     zkflags.write("keep-rules", percent=30.0, users=[1, 2, 3], staff=True)
     zkflags.write("target", everyone=False)
-    good = intruder.get(f"{zkflags.root}/snapshot")[0]
+    good = direct.get(f"{zkflags.root}/snapshot")[0]
     return {"good": good, "flags": _flags()}
 
 
-def _restore(zkflags: Any, intruder: KazooClient, good: bytes, expected: dict) -> Any:
-    stat = intruder.set(f"{zkflags.root}/snapshot", good)
+def _restore(zkflags: Any, direct: KazooClient, good: bytes, expected: dict) -> Any:
+    stat = direct.set(f"{zkflags.root}/snapshot", good)
     wait_until(lambda: store.base.zxid == stat.mzxid, timeout=10)
     # Cleared by the watch thread just after it publishes the good snapshot.
     wait_until(lambda: runtime.status()["last_error"] is None, timeout=10)
@@ -170,12 +158,12 @@ garbage = st.one_of(
 @example(data=b'{"format": 1, "flags": []}')
 @example(data=MAGIC + zlib.compress(b'{"format": 1, "flags": {"x": ')[:-3])
 @EXAMPLES
-def test_garbage_in_the_snapshot_znode(zkflags, intruder, seeded, caplog, data):
+def test_garbage_in_the_snapshot_znode(zkflags, direct, seeded, caplog, data):
     caplog.clear()
     before = _flags()
     path = f"{zkflags.root}/snapshot"
     with caplog.at_level(logging.WARNING, logger=LOGGER), _publications() as published:
-        stat = _set_and_wait(intruder, path, data)
+        stat = _set_and_wait(direct, path, data)
         entries = _spec_snapshot(data)
         if entries is None:
             # Not a snapshot: nothing changes, the watcher says why and carries on.
@@ -190,7 +178,7 @@ def test_garbage_in_the_snapshot_znode(zkflags, intruder, seeded, caplog, data):
         _alive()
         # Barrier: the good snapshot written after it is served. Nothing was published
         # in between (no late publication of the garbage).
-        restored = _restore(zkflags, intruder, seeded["good"], seeded["flags"])
+        restored = _restore(zkflags, direct, seeded["good"], seeded["flags"])
     assert published == ([] if entries is None else [stat.mzxid]) + [restored.mzxid]
 
 
@@ -200,13 +188,13 @@ def test_garbage_in_the_snapshot_znode(zkflags, intruder, seeded, caplog, data):
 @example(data=b'{"name": "target", "n": ' + b"7" * 5000 + b"}")
 @example(data=b"{}")
 @EXAMPLES
-def test_garbage_in_a_flag_znode(zkflags, intruder, seeded, data):
+def test_garbage_in_a_flag_znode(zkflags, direct, seeded, data):
     """The watcher only reads the snapshot: a flag znode written by hand changes nothing
     a process serves; ``zkflags check`` (``TreeReader.flag_entries``) reports it, and the
     app can still write the other flags and overwrite this one."""
     path = f"{zkflags.root}/flags/target"
     before = _flags()
-    intruder.set(path, data)
+    direct.set(path, data)
     entries, errors = zkflags.reader.flag_entries()
     try:
         doc = json.loads(data.decode("utf-8"))
@@ -255,7 +243,7 @@ documents = st.one_of(
 
 @given(doc=documents, other_key=st.text(max_size=8))
 @EXAMPLES
-def test_odd_documents_in_a_good_snapshot(zkflags, intruder, seeded, caplog, doc, other_key):
+def test_odd_documents_in_a_good_snapshot(zkflags, direct, seeded, caplog, doc, other_key):
     """Valid entries are applied; an invalid one keeps that flag's last good rule and is
     reported; neither affects the other flags."""
     caplog.clear()
@@ -272,7 +260,7 @@ def test_odd_documents_in_a_good_snapshot(zkflags, intruder, seeded, caplog, doc
     except InvalidFlag:
         expected_target = None
     with caplog.at_level(logging.ERROR, logger=LOGGER):
-        stat = intruder.set(f"{zkflags.root}/snapshot", encode_entries(entries))
+        stat = direct.set(f"{zkflags.root}/snapshot", encode_entries(entries))
         wait_until(lambda: store.base.zxid == stat.mzxid, timeout=10)
     flags = _flags()
     status = runtime.status()
@@ -295,7 +283,7 @@ def test_odd_documents_in_a_good_snapshot(zkflags, intruder, seeded, caplog, doc
         assert other_key not in flags
         assert other_key[:200] in status["invalid_flags"]
     _alive()
-    _restore(zkflags, intruder, seeded["good"], seeded["flags"])
+    _restore(zkflags, direct, seeded["good"], seeded["flags"])
 
 
 def _is_valid_name(name: object) -> bool:
@@ -349,27 +337,27 @@ names = st.one_of(
 @example(name="ok", users=None, groups={"1": 1})
 @EXAMPLES
 def test_writer_refuses_invalid_names_and_ids_before_zookeeper(
-    zkflags, intruder, seeded, name, users, groups
+    zkflags, direct, seeded, name, users, groups
 ):
     """A document is validated (``FlagRule.from_document``) before the writer sends
     anything: an invalid one changes nothing in ZooKeeper."""
     snapshot_path = f"{zkflags.root}/snapshot"
     flags_path = f"{zkflags.root}/flags"
-    before_snapshot = intruder.exists(snapshot_path)
-    before_children = sorted(intruder.get_children(flags_path))
-    existing = intruder.exists(f"{flags_path}/{name}") if _is_valid_name(name) else None
+    before_snapshot = direct.exists(snapshot_path)
+    before_children = sorted(direct.get_children(flags_path))
+    existing = direct.exists(f"{flags_path}/{name}") if _is_valid_name(name) else None
     doc = {"name": name, "everyone": None, "users": users, "groups": groups}
     valid = _is_valid_name(name) and _is_id_list(users) and _is_id_list(groups)
     if not valid:
         with pytest.raises(InvalidFlag):
             zkflags.put(doc, existing.version if existing else None)
-        assert intruder.exists(snapshot_path).mzxid == before_snapshot.mzxid
-        assert sorted(intruder.get_children(flags_path)) == before_children
+        assert direct.exists(snapshot_path).mzxid == before_snapshot.mzxid
+        assert sorted(direct.get_children(flags_path)) == before_children
         if existing is not None:
-            assert intruder.exists(f"{flags_path}/{name}").mzxid == existing.mzxid
+            assert direct.exists(f"{flags_path}/{name}").mzxid == existing.mzxid
         return
     result = zkflags.put(doc, existing.version if existing else None)
-    stored = json.loads(intruder.get(f"{flags_path}/{name}")[0])
+    stored = json.loads(direct.get(f"{flags_path}/{name}")[0])
     assert stored["users"] == sorted(set(users or []))
     assert stored["groups"] == sorted(set(groups or []))
     zkflags.wait_version(name, result.version)
@@ -385,24 +373,24 @@ def _states(client: KazooClient) -> list[str]:
     return seen
 
 
-def test_a_write_over_the_size_limit_is_refused_in_the_client(zkflags, intruder):
+def test_a_write_over_the_size_limit_is_refused_in_the_client(zkflags, direct):
     zkflags.write("small", everyone=True)
     writer = zkflags.writer
     client = runtime.get_runtime().client
     states = _states(client)
-    snapshot_before = intruder.exists(f"{zkflags.root}/snapshot")
+    snapshot_before = direct.exists(f"{zkflags.root}/snapshot")
     users = list(range(10**6, 10**6 + 150_000))  # about 1.2 MB of JSON
     assert len(encode_document({"users": users})) > writer.max_bytes == 1_000_000
     started = time.monotonic()
     with pytest.raises(FlagTooLarge, match="over the 1000000-byte limit"):
         writer.write_flag(FlagRule("huge", users=users), None)
     elapsed = time.monotonic() - started
-    assert intruder.exists(f"{zkflags.root}/flags/huge") is None
-    assert intruder.exists(f"{zkflags.root}/snapshot").mzxid == snapshot_before.mzxid
+    assert direct.exists(f"{zkflags.root}/flags/huge") is None
+    assert direct.exists(f"{zkflags.root}/snapshot").mzxid == snapshot_before.mzxid
     # The same for an update of an existing flag.
     with pytest.raises(FlagTooLarge):
         writer.write_flag(FlagRule("small", users=users), 0)
-    assert json.loads(intruder.get(f"{zkflags.root}/flags/small")[0])["users"] == []
+    assert json.loads(direct.get(f"{zkflags.root}/flags/small")[0])["users"] == []
     # Barrier: a later change through the same client is seen; a connection dropped by
     # the server would have shown as SUSPENDED before it.
     zkflags.write("small", note="sentinel")
@@ -434,13 +422,13 @@ def _big_plain_snapshot(target_bytes: int) -> tuple[bytes, int]:
     return data, len(entries)
 
 
-def test_a_one_megabyte_snapshot_written_by_hand(zkflags, intruder, caplog):
+def test_a_one_megabyte_snapshot_written_by_hand(zkflags, direct, caplog):
     zkflags.write("keep-on", everyone=True)
     path = f"{zkflags.root}/snapshot"
     data, count = _big_plain_snapshot(1_000_000)  # plain JSON, just under jute.maxbuffer
     assert 900_000 < len(data) < 1_000_000
     started = time.monotonic()
-    stat = intruder.set(path, data)
+    stat = direct.set(path, data)
     wait_until(lambda: store.base.zxid == stat.mzxid, timeout=20)
     applied = time.monotonic() - started
     assert len(store.base.flags) == count
@@ -448,7 +436,7 @@ def test_a_one_megabyte_snapshot_written_by_hand(zkflags, intruder, caplog):
     # The app's next write re-reads it and writes it back compressed.
     result = zkflags.put({"name": "after", "everyone": True}, None)
     zkflags.wait_version("after", result.version)
-    compressed = intruder.exists(path).dataLength
+    compressed = direct.exists(path).dataLength
     assert compressed < len(data) // 10
     assert len(store.base.flags) == count + 1
     # Garbage of the same size (a deep JSON nesting, then random-looking bytes) is refused.
@@ -456,7 +444,7 @@ def test_a_one_megabyte_snapshot_written_by_hand(zkflags, intruder, caplog):
         for junk in (b"[" * 1_000_000, bytes(range(256)) * 3_900):
             caplog.clear()
             before = _flags()
-            stat = _set_and_wait(intruder, path, junk)
+            stat = _set_and_wait(direct, path, junk)
             assert store.base.zxid != stat.mzxid
             assert _flags() == before
             assert runtime.status()["last_error"]
@@ -472,13 +460,13 @@ def test_a_one_megabyte_snapshot_written_by_hand(zkflags, intruder, caplog):
 
 
 @pytest.mark.django_db
-def test_two_thousand_flag_znodes(zkflags, intruder):
+def test_two_thousand_flag_znodes(zkflags, direct):
     zkflags.write("first", everyone=True)
     flags_path = f"{zkflags.root}/flags"
     count = 2_000
     started = time.monotonic()
     pending = [
-        intruder.create_async(
+        direct.create_async(
             f"{flags_path}/n{i:04d}", encode_document({"name": f"n{i:04d}", "everyone": i % 2 == 0})
         )
         for i in range(count)
@@ -486,7 +474,7 @@ def test_two_thousand_flag_znodes(zkflags, intruder):
     for result in pending:
         result.get(timeout=30)
     created = time.monotonic() - started
-    intruder.set(f"{flags_path}/n0007", b"\xff garbage")
+    direct.set(f"{flags_path}/n0007", b"\xff garbage")
     writer = zkflags.writer
     started = time.monotonic()
     entries, errors = zkflags.reader.flag_entries()
@@ -511,11 +499,11 @@ def test_two_thousand_flag_znodes(zkflags, intruder):
     print(
         f"\n{count} flag znodes: created in {created:.2f} s, scanned in {scanned:.2f} s, "
         f"snapshot rebuilt and applied in {rebuilt:.2f} s "
-        f"({intruder.exists(zkflags.root + '/snapshot').dataLength} bytes)"
+        f"({direct.exists(zkflags.root + '/snapshot').dataLength} bytes)"
     )
 
 
-def test_rebuilding_an_oversized_snapshot_is_refused_in_the_client(zkflags, intruder):
+def test_rebuilding_an_oversized_snapshot_is_refused_in_the_client(zkflags, direct):
     """Flag znodes written by hand can add up to more than one write can carry: `repair`
     must refuse that cleanly, not send it (ZooKeeper would drop the connection)."""
     zkflags.write("small", everyone=True)
@@ -524,13 +512,13 @@ def test_rebuilding_an_oversized_snapshot_is_refused_in_the_client(zkflags, intr
         users = [rng.randrange(10**8, 10**9) for _ in range(80_000)]
         data = encode_document({"name": f"big{i}", "everyone": None, "users": users})
         assert len(data) < 1_000_000
-        intruder.create(f"{zkflags.root}/flags/big{i}", data)
+        direct.create(f"{zkflags.root}/flags/big{i}", data)
     client = runtime.get_runtime().client
     states = _states(client)
-    before = intruder.exists(f"{zkflags.root}/snapshot")
+    before = direct.exists(f"{zkflags.root}/snapshot")
     with pytest.raises(FlagTooLarge):
         zkflags.writer.rebuild_snapshot()
-    assert intruder.exists(f"{zkflags.root}/snapshot").mzxid == before.mzxid
+    assert direct.exists(f"{zkflags.root}/snapshot").mzxid == before.mzxid
     # Barrier: a later change through the same client is seen; a connection dropped by
     # the server would have shown as SUSPENDED before it.
     zkflags.write("small", note="sentinel")

@@ -2,8 +2,8 @@
 
 Every edit must reach ZooKeeper (the flag znode and the snapshot this process watches),
 the database row must mirror the znode version it came from, and each change that reached
-ZooKeeper leaves exactly one audit row. A refused edit (a conflict, ZooKeeper down, no
-permission, invalid input) changes nothing anywhere.
+ZooKeeper leaves exactly one audit row. A refused edit (a conflict, no permission, invalid
+input) changes nothing anywhere. With ZooKeeper stopped: tests/system/test_admin.py.
 """
 
 from __future__ import annotations
@@ -13,76 +13,26 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group, Permission, User
-from django.contrib.messages import get_messages
 from django.test import Client
 
 from django_zkflags.cache import store
 from django_zkflags.models import Flag, FlagChange
+from tests.support.admin_pages import (
+    ADD_URL,
+    ADMIN,
+    CONFLICT_TEXT,
+    change_url,
+    data_from_page,
+    delete_url,
+    form_data,
+    make_flag,
+    messages_of,
+)
 
-from .conftest import audit, wait_until
-from .conftest import flag_doc as expected_doc
+from ..conftest import audit, wait_until
+from ..conftest import flag_doc as expected_doc
 
 pytestmark = pytest.mark.django_db
-
-ADMIN = "/admin/django_zkflags/flag/"
-ADD_URL = f"{ADMIN}add/"
-CONFLICT_TEXT = "was changed by someone else while you were editing it"
-UNREACHABLE_TEXT = "ZooKeeper is unreachable"
-
-
-def change_url(flag: Flag) -> str:
-    return f"{ADMIN}{flag.pk}/change/"
-
-
-def delete_url(flag: Flag) -> str:
-    return f"{ADMIN}{flag.pk}/delete/"
-
-
-def form_data(name: str | None = None, **fields: Any) -> dict[str, Any]:
-    """POST data as the admin's change form sends it (unchecked boxes are left out)."""
-    values: dict[str, Any] = {
-        "note": "",
-        "everyone": None,
-        "percent": None,
-        "superusers": False,
-        "staff": False,
-        "authenticated": False,
-        "users": [],
-        "groups": [],
-        "zk_version_seen": None,
-    }
-    values.update(fields)
-    if name is not None:
-        values["name"] = name
-    return encode(values)
-
-
-def encode(values: dict[str, Any]) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for key, value in values.items():
-        if value is None:
-            data[key] = ""
-        elif isinstance(value, bool) and key != "everyone":
-            if value:
-                data[key] = "on"
-        elif isinstance(value, (list, tuple)):
-            data[key] = [str(getattr(v, "pk", v)) for v in value]
-        else:
-            data[key] = str(value)
-    return data
-
-
-def data_from_page(response: Any, **changes: Any) -> dict[str, Any]:
-    """What a browser would submit from a rendered change form, with ``changes`` applied."""
-    form = response.context["adminform"].form
-    values = {name: form[name].value() for name in form.fields}
-    values.update(changes)
-    return encode(values)
-
-
-def messages_of(response: Any) -> list[str]:
-    return [str(m) for m in get_messages(response.wsgi_request)]
-
 
 # -- fixtures ------------------------------------------------------------------------------
 
@@ -131,14 +81,6 @@ def members() -> tuple[list[User], list[Group]]:
     users = [User.objects.create_user(f"member{i}") for i in range(3)]
     groups = [Group.objects.create(name=f"team{i}") for i in range(2)]
     return users, groups
-
-
-def make_flag(client: Client, name: str, **fields: Any) -> Flag:
-    response = client.post(ADD_URL, form_data(name, **fields))
-    assert response.status_code == 302, (
-        getattr(response, "context", None) and response.context["adminform"].form.errors
-    )
-    return Flag.objects.get(name=name)
 
 
 # -- add ----------------------------------------------------------------------------------
@@ -352,51 +294,6 @@ def test_delete_of_a_flag_changed_meanwhile_is_refused(zkflags, admin_client):
     assert zkflags.read("doomed")[1] == 1
     assert Flag.objects.filter(pk=flag.pk).exists()
     assert [c.action for c in audit("doomed")] == ["created"]
-
-
-# -- ZooKeeper down -----------------------------------------------------------------------
-
-
-def test_zookeeper_stopped_gives_clean_errors_and_changes_nothing(zkflags, admin_client):
-    flag = make_flag(admin_client, "steady", note="before the outage")
-    page = admin_client.get(change_url(flag))
-    data = data_from_page(page, note="during the outage", everyone="True")
-    zkflags.wait_version("steady", 0)
-    server = zkflags.server
-    server.stop()
-    try:
-        wait_until(lambda: not zkflags.runtime.client.connected, timeout=10)
-
-        response = admin_client.post(ADD_URL, form_data("born-offline"), follow=True)
-        assert response.status_code == 200
-        assert any(UNREACHABLE_TEXT in m for m in messages_of(response))
-        assert not Flag.objects.filter(name="born-offline").exists()
-        assert audit("born-offline") == []
-
-        response = admin_client.post(change_url(flag), data, follow=True)
-        assert response.status_code == 200
-        assert any(UNREACHABLE_TEXT in m for m in messages_of(response))
-        flag.refresh_from_db()
-        assert (flag.note, flag.everyone, flag.zk_version) == ("before the outage", None, 0)
-        assert [c.action for c in audit("steady")] == ["created"]
-
-        # The page itself still opens, from the database copy, with a warning.
-        response = admin_client.get(change_url(flag))
-        assert response.status_code == 200
-        assert any("showing the database copy" in m for m in messages_of(response))
-        # This process kept serving its last snapshot meanwhile.
-        assert store.base.flags["steady"].version == 0
-    finally:
-        server.start()
-
-    # Back: the same edit goes through and the watcher sees it.
-    wait_until(lambda: zkflags.runtime.client.connected, timeout=15)
-    response = admin_client.post(change_url(flag), data)
-    assert response.status_code == 302
-    zkflags.wait_version("steady", 1, timeout=15)
-    assert store.base.flags["steady"].everyone is True
-    assert zkflags.read("steady")[0]["note"] == "during the outage"
-    assert [c.action for c in audit("steady")] == ["created", "changed"]
 
 
 # -- delete -------------------------------------------------------------------------------

@@ -1,29 +1,22 @@
-"""FlagWriter against a real ZooKeeper: versions, concurrent writers, unknown outcomes."""
+"""FlagWriter (django_zkflags/writer.py) against a real ZooKeeper: versions, conflicts,
+concurrent writers. A write cut off by the network: tests/system/test_writer.py."""
 
 from __future__ import annotations
 
 import threading
 
 import pytest
-from kazoo.client import KazooClient
 
 from django_zkflags import conf
-from django_zkflags.client import Paths, Requests, acl_for, make_client
-from django_zkflags.exceptions import FlagConflict, ZooKeeperUnavailable
+from django_zkflags.client import make_client
+from django_zkflags.exceptions import FlagConflict
 from django_zkflags.rules import FlagRule
-from django_zkflags.snapshot import decode_payload
-from django_zkflags.writer import FlagWriter
-from tests.support.tcpproxy import TcpProxy
 
-from .conftest import flag_doc, wait_until
+from ..conftest import flag_doc, served_version, wait_until, writer_for
 
 
 def rule(name: str, **rules) -> FlagRule:
     return FlagRule(name, **rules)
-
-
-def writer_for(client: KazooClient, url: conf.ZooKeeperURL, timeout: float) -> FlagWriter:
-    return FlagWriter(Requests(client, url, timeout), Paths(url.root), acl_for(url))
 
 
 def test_create_update_delete_versions(zkflags):
@@ -94,51 +87,6 @@ def test_concurrent_writers_of_different_flags_all_land(zkflags, zk_server):
     assert {name: (e["percent"], e["version"]) for name, e in entries.items()} == {
         f"w{i}": (4.0, 4) for i in range(6)
     }
-    wait_until(lambda: all(zkflags.runtime.watch and f"w{i}" in _store_flags() for i in range(6)))
-
-
-def _store_flags():
-    from django_zkflags.cache import store
-
-    return store.base.flags
-
-
-def test_write_not_sent_while_disconnected_is_never_applied_later(zkflags, zk_server, monkeypatch):
-    """kazoo queues requests while SUSPENDED and sends them on reconnect; a write reported
-    as failed must not land later behind the editor's back."""
-    url = conf.get_url()
-    proxy = TcpProxy("127.0.0.1", zk_server.port).start()
-    proxied = conf.parse_url(f"zk://{proxy.hosts}{url.root}")
-    client = make_client(proxied, session_timeout=10, reconnect_max_delay=0.2)
-    client.start(timeout=10)
-    direct = KazooClient(hosts=zk_server.hosts)
-    direct.start(timeout=10)
-    try:
-        writer = writer_for(client, proxied, timeout=1.0)
-        writer.write_flag(rule("q", everyone=False), None)
-        # The reads happened just before the network went: only the commit is left to send.
-        before = writer.reader.flag("q")
-        view = writer._view_for_write()
-        monkeypatch.setattr(writer.reader, "flag", lambda name: before)
-        monkeypatch.setattr(writer, "_view_for_write", lambda: view)
-        monkeypatch.setattr(writer.requests, "wait_connected", lambda: None)
-        monkeypatch.setattr(writer, "ensure_layout", lambda: None)
-        proxy.block()
-        wait_until(lambda: not client.connected, timeout=15)
-        with pytest.raises(ZooKeeperUnavailable, match="nothing was saved"):
-            writer.write_flag(rule("q", everyone=True), 0)
-        proxy.unblock()
-        wait_until(lambda: client.connected, timeout=15)
-        client.sync(f"{url.root}/flags/q")  # anything still queued has been sent by now
-        direct.sync(f"{url.root}/flags/q")
-        data, stat = direct.get(f"{url.root}/flags/q")
-        assert stat.version == 0
-        assert b'"everyone":false' in data
-        snapshot = decode_payload(direct.get(f"{url.root}/snapshot")[0])
-        assert snapshot["flags"]["q"]["everyone"] is False
-    finally:
-        direct.stop()
-        direct.close()
-        proxy.stop()
-        client.stop()
-        client.close()
+    wait_until(
+        lambda: all(zkflags.runtime.watch and served_version(f"w{i}") is not None for i in range(6))
+    )
