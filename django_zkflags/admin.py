@@ -11,7 +11,8 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.forms.fields import InvalidJSONInput
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path
@@ -22,8 +23,33 @@ from . import runtime, services
 from .cache import store
 from .exceptions import FlagWriteError
 from .models import Flag, FlagChange, percent_from_row
-from .rules import FlagRule, InvalidFlag
+from .rules import MAX_VALUE_DEPTH, FlagRule, InvalidFlag, json_text_too_deep
 from .writer import ENVIRONMENTS
+
+
+class BoundedJSONField(forms.JSONField):
+    """A JSON field that refuses text nesting lists and objects deeper than ``max_depth``
+    before parsing it: ``json.loads`` of a few hundred levels, on the admin's deep stack,
+    raises RecursionError (a 500), and so does rendering it back into the form."""
+
+    max_depth = MAX_VALUE_DEPTH
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, str) and json_text_too_deep(value, self.max_depth):
+            raise ValidationError(
+                _(
+                    "Nested too deeply: a value may nest lists and objects at most "
+                    "%(depth)d levels deep."
+                ),
+                code="too_deep",
+                params={"depth": MAX_VALUE_DEPTH},
+            )
+        return super().to_python(value)
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        if isinstance(data, str) and json_text_too_deep(data, self.max_depth):
+            return InvalidJSONInput(data)  # shown back as typed, never parsed
+        return super().bound_data(data, initial)
 
 
 class FlagForm(forms.ModelForm):
@@ -47,9 +73,12 @@ class FlagForm(forms.ModelForm):
             "value",
             "environments",
         )
+        field_classes = {"value": BoundedJSONField, "environments": BoundedJSONField}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # {"env": {"value": ...}}: an override's value sits two levels down.
+        self.fields["environments"].max_depth = MAX_VALUE_DEPTH + 2  # type: ignore[attr-defined]
         self.zookeeper_error: str | None = None
         self.rule: FlagRule | None = None
         instance = self.instance
@@ -94,7 +123,7 @@ class FlagForm(forms.ModelForm):
 class EnvironmentsForm(forms.Form):
     """The environments document: parents and hosts pegged to an environment."""
 
-    document = forms.JSONField(
+    document = BoundedJSONField(
         label=_("Environments"),
         widget=forms.Textarea(attrs={"rows": 12, "cols": 80, "class": "vLargeTextField"}),
         help_text=_(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from hashlib import blake2b
 from types import MappingProxyType
@@ -29,6 +30,10 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 NO_IDS: frozenset[int] = frozenset()
 NO_ENVIRONMENTS: Mapping[str, Mapping[str, Any]] = MappingProxyType({})
 BUCKETS = 10_000  # percentages have two decimals of resolution; the admin allows one
+#: How deeply a flag's ``value`` (and the ``value`` of each environment override) may nest
+#: lists and objects: ``[[1]]`` nests 2 deep, a number 0. Deeper is refused as invalid, so
+#: that nothing downstream (freezing, the admin's form, ``json.dumps``) recurses far.
+MAX_VALUE_DEPTH = 64
 
 #: Fields an environment may override (everything but the name and the note).
 OVERRIDABLE_FIELDS = frozenset(
@@ -40,12 +45,32 @@ class InvalidFlag(ValueError):
     """A flag name or document that cannot be accepted."""
 
 
-def freeze_value(value: Any) -> Any:
-    """A read-only copy of a JSON value (a cached value is shared by every request)."""
-    if isinstance(value, Mapping):
-        return MappingProxyType({str(k): freeze_value(v) for k, v in value.items()})
-    if isinstance(value, (list, tuple)):
-        return tuple(freeze_value(v) for v in value)
+_short_repr = reprlib.Repr()
+_short_repr.maxlevel = 2
+_short_repr.maxstring = 120
+_short_repr.maxother = 60
+
+
+def describe(value: object) -> str:
+    """``repr(value)`` for an error message: short, and bounded in depth (a repr of deeply
+    nested input would raise RecursionError)."""
+    return _short_repr.repr(value)
+
+
+def freeze_value(value: Any, _depth: int = 0) -> Any:
+    """A read-only copy of a JSON value (a cached value is shared by every request).
+
+    Raises InvalidFlag when it nests lists and objects deeper than :data:`MAX_VALUE_DEPTH`.
+    """
+    if isinstance(value, (Mapping, list, tuple)):
+        if _depth >= MAX_VALUE_DEPTH:
+            raise InvalidFlag(
+                f"'value' is nested too deeply: at most {MAX_VALUE_DEPTH} levels of lists "
+                "and objects"
+            )
+        if isinstance(value, Mapping):
+            return MappingProxyType({str(k): freeze_value(v, _depth + 1) for k, v in value.items()})
+        return tuple(freeze_value(v, _depth + 1) for v in value)
     if value is None or isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, float):
@@ -55,6 +80,25 @@ def freeze_value(value: Any) -> Any:
     raise InvalidFlag(
         f"'value' must be JSON (null, bool, number, string, list, object), got {type(value).__name__}"
     )
+
+
+_JSON_TEXT_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+
+
+def json_text_too_deep(text: str, limit: int = MAX_VALUE_DEPTH) -> bool:
+    """Does JSON ``text`` nest lists and objects deeper than ``limit``? A scan without
+    recursion, for text that has not been parsed yet (``json.loads`` of thousands of
+    levels raises RecursionError, and below that its result is costly to handle)."""
+    depth = 0
+    for match in _JSON_TEXT_TOKENS.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in ("]", "}"):
+            depth -= 1
+    return False
 
 
 def thaw_value(value: Any) -> Any:
@@ -72,20 +116,23 @@ def validate_environments(environments: object, name: str) -> Mapping[str, Mappi
         return NO_ENVIRONMENTS
     if not isinstance(environments, Mapping):
         raise InvalidFlag(
-            f"'environments' must be an object of environment overrides, got {environments!r}"
+            "'environments' must be an object of environment overrides, got "
+            f"{describe(environments)}"
         )
     checked: dict[str, Mapping[str, Any]] = {}
     for env, override in environments.items():
         try:
             validate_name(env)
         except InvalidFlag:
-            raise InvalidFlag(f"Invalid environment name {env!r} in 'environments'") from None
+            raise InvalidFlag(
+                f"Invalid environment name {describe(env)} in 'environments'"
+            ) from None
         if not isinstance(override, Mapping):
             raise InvalidFlag(f"Overrides for environment {env!r} must be an object")
         unknown = set(override) - OVERRIDABLE_FIELDS
         if unknown:
             raise InvalidFlag(
-                f"Environment {env!r} overrides unknown field(s) {sorted(unknown)}; "
+                f"Environment {env!r} overrides unknown field(s) {describe(sorted(unknown))}; "
                 f"allowed: {sorted(OVERRIDABLE_FIELDS)}"
             )
         # The overrides must make a valid flag on their own terms.
@@ -93,7 +140,7 @@ def validate_environments(environments: object, name: str) -> Mapping[str, Mappi
             FlagRule.from_document({"name": name, **override})
         except InvalidFlag as exc:
             raise InvalidFlag(f"Environment {env!r}: {exc}") from None
-        checked[env] = freeze_value(dict(override))
+        checked[env] = MappingProxyType({field: freeze_value(v) for field, v in override.items()})
     return MappingProxyType(checked)
 
 
@@ -139,7 +186,7 @@ def environment_chain(env: str | None, parents: Mapping[str, str | None]) -> tup
 def validate_name(name: object) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise InvalidFlag(
-            f"Invalid flag name {name!r}: use 1 to {NAME_MAX_LENGTH} letters, digits, "
+            f"Invalid flag name {describe(name)}: use 1 to {NAME_MAX_LENGTH} letters, digits, "
             "'-', '_' or '.'"
         )
     if name in (".", ".."):
@@ -151,7 +198,7 @@ def validate_percent(value: object) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidFlag(f"Percent must be a number from 0 to 100, got {value!r}")
+        raise InvalidFlag(f"Percent must be a number from 0 to 100, got {describe(value)}")
     # Range first: math.isfinite() raises OverflowError on an int too large for a float.
     if not 0 <= value <= 100 or not math.isfinite(value):
         raise InvalidFlag(f"Percent must be from 0 to 100, got {value!r}")
@@ -161,7 +208,7 @@ def validate_percent(value: object) -> float | None:
 def _bool(doc: Mapping[str, Any], key: str) -> bool:
     value = doc.get(key, False)
     if not isinstance(value, bool):
-        raise InvalidFlag(f"{key!r} must be true or false, got {value!r}")
+        raise InvalidFlag(f"{key!r} must be true or false, got {describe(value)}")
     return value
 
 
@@ -172,7 +219,7 @@ def _ids(doc: Mapping[str, Any], key: str) -> frozenset[int]:
     if not isinstance(value, list) or not all(
         isinstance(i, int) and not isinstance(i, bool) for i in value
     ):
-        raise InvalidFlag(f"{key!r} must be a list of integer ids, got {value!r}")
+        raise InvalidFlag(f"{key!r} must be a list of integer ids, got {describe(value)}")
     return frozenset(value)
 
 
@@ -221,7 +268,7 @@ class FlagRule:
     ) -> None:
         self.name = validate_name(name)
         if everyone is not None and not isinstance(everyone, bool):
-            raise InvalidFlag(f"'everyone' must be true, false or null, got {everyone!r}")
+            raise InvalidFlag(f"'everyone' must be true, false or null, got {describe(everyone)}")
         self.everyone = everyone
         self.percent = validate_percent(percent)
         self.threshold = round(self.percent * 100) if self.percent else 0
@@ -248,7 +295,7 @@ class FlagRule:
             raise InvalidFlag(f"A flag document must be a JSON object, got {type(doc).__name__}")
         doc_name = doc.get("name", name)
         if name is not None and doc_name != name:
-            raise InvalidFlag(f"Flag document named {doc_name!r} is stored as {name!r}")
+            raise InvalidFlag(f"Flag document named {describe(doc_name)} is stored as {name!r}")
         note = doc.get("note", "")
         if not isinstance(note, str):
             raise InvalidFlag("'note' must be a string")
