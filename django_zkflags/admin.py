@@ -117,6 +117,10 @@ class FlagForm(forms.ModelForm):
             )
         except InvalidFlag as exc:
             raise forms.ValidationError(str(exc)) from None
+        try:
+            services.refuse_undefined_environments(self.rule)
+        except InvalidFlag as exc:
+            self.add_error("environments", str(exc))
         return cleaned
 
 

@@ -27,6 +27,8 @@ from typing import Any
 
 NAME_MAX_LENGTH = 100
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+#: A host name as pegged in the environments document (what socket.gethostname() gives).
+HOST_PATTERN = re.compile(r"[^\s/\x00-\x1f\x7f]{1,255}")
 NO_IDS: frozenset[int] = frozenset()
 NO_ENVIRONMENTS: Mapping[str, Mapping[str, Any]] = MappingProxyType({})
 BUCKETS = 10_000  # percentages have two decimals of resolution; the admin allows one
@@ -145,38 +147,83 @@ def validate_environments(environments: object, name: str) -> Mapping[str, Mappi
 
 
 def validate_environments_document(doc: object) -> dict[str, Any]:
-    """Validate ``{"parents": {env: parent or None}, "hosts": {hostname: env}}``:
-    names valid, parents defined, no cycles, hosts pegged to defined environments."""
+    """Validate ``{"parents": {env: parent or null}, "hosts": {hostname: env}}`` in full:
+    both keys optional, each an object; every environment and parent a valid name; every
+    parent defined; no cycle of parents of any length (an environment its own parent
+    included); every host a valid host name pegged to a defined environment.
+
+    Returns the document with both keys; raises InvalidFlag saying what is wrong."""
     if not isinstance(doc, Mapping):
-        raise InvalidFlag("The environments document must be a JSON object")
+        raise InvalidFlag(
+            f"The environments document must be a JSON object, got {type(doc).__name__}"
+        )
     unknown = set(doc) - {"parents", "hosts"}
     if unknown:
-        raise InvalidFlag(f"The environments document has unknown key(s) {sorted(unknown)}")
-    parents = doc.get("parents") or {}
-    hosts = doc.get("hosts") or {}
-    if not isinstance(parents, Mapping) or not isinstance(hosts, Mapping):
-        raise InvalidFlag("'parents' and 'hosts' must be JSON objects")
+        raise InvalidFlag(
+            f"The environments document has unknown key(s) {describe(sorted(map(str, unknown)))}"
+            "; it has 'parents' and 'hosts'"
+        )
+    parents = doc.get("parents", {})
+    hosts = doc.get("hosts", {})
+    for key, value in (("parents", parents), ("hosts", hosts)):
+        if not isinstance(value, Mapping):
+            raise InvalidFlag(f"{key!r} must be a JSON object, got {describe(value)}")
     for env, parent in parents.items():
-        validate_name(env)
+        try:
+            validate_name(env)
+        except InvalidFlag:
+            raise InvalidFlag(f"Invalid environment name {describe(env)}") from None
+        if parent is not None and not isinstance(parent, str):
+            raise InvalidFlag(
+                f"The parent of environment {env!r} must be an environment name or null, "
+                f"got {describe(parent)}"
+            )
         if parent is not None and parent not in parents:
             raise InvalidFlag(f"Environment {env!r} has an undefined parent {parent!r}")
-    for env in parents:
-        chain = environment_chain(env, parents)
-        if chain[0] != env and parents.get(chain[0]) is not None:
-            raise InvalidFlag(f"Environment {env!r} is in a cycle of parents")
+    cycle = _parent_cycle(parents)
+    if cycle:
+        if len(cycle) == 1:
+            raise InvalidFlag(f"Environment {cycle[0]!r} is its own parent")
+        path = " -> ".join(repr(env) for env in (*cycle, cycle[0]))
+        raise InvalidFlag(f"Environment {cycle[0]!r} is in a cycle of parents: {path}")
     for host, env in hosts.items():
-        if not isinstance(host, str) or not host or len(host) > 255 or "/" in host:
-            raise InvalidFlag(f"Invalid host name {host!r}")
+        if not isinstance(host, str) or not HOST_PATTERN.fullmatch(host):
+            raise InvalidFlag(
+                f"Invalid host name {describe(host)}: 1 to 255 characters, no spaces, "
+                "control characters or '/'"
+            )
+        if not isinstance(env, str):
+            raise InvalidFlag(
+                f"Host {host!r} must be pegged to an environment name, got {describe(env)}"
+            )
         if env not in parents:
             raise InvalidFlag(f"Host {host!r} is pegged to an undefined environment {env!r}")
     return {"parents": dict(parents), "hosts": dict(hosts)}
 
 
-def environment_chain(env: str | None, parents: Mapping[str, str | None]) -> tuple[str, ...]:
-    """``env`` and its ancestors, root first. A cycle or a missing parent ends the chain."""
+def _parent_cycle(parents: Mapping[str, str | None]) -> list[str]:
+    """The first cycle of parents found (each environment once, in parent order), or []."""
+    done: set[str] = set()
+    for start in parents:
+        path: list[str] = []
+        on_path: set[str] = set()
+        env: str | None = start
+        while env is not None and env not in done:
+            if env in on_path:
+                return path[path.index(env) :]
+            path.append(env)
+            on_path.add(env)
+            env = parents.get(env)
+        done.update(path)
+    return []
+
+
+def environment_chain(env: str | None, parents: Mapping[str, Any]) -> tuple[str, ...]:
+    """``env`` and its ancestors, root first. A cycle, a missing parent or a parent that is
+    not a name (in a document nobody validated) ends the chain."""
     chain: list[str] = []
     seen: set[str] = set()
-    while env and env not in seen:
+    while isinstance(env, str) and env and env not in seen:
         seen.add(env)
         chain.append(env)
         env = parents.get(env)

@@ -109,7 +109,10 @@ def save_flag(
     source: str,
 ) -> FlagChange | None:
     """Create (``expected_version=None``) or change a flag from the version the editor
-    started from. Returns the audit row, or None when nothing changed."""
+    started from. Returns the audit row, or None when nothing changed. A new override for
+    an environment the environments document does not define is refused
+    (:func:`refuse_undefined_environments`)."""
+    refuse_undefined_environments(rule)
     settle_changes()
     note = _note(actor, source)
     result = _writer().write_flag(rule, expected_version, note)
@@ -164,6 +167,48 @@ def update_flag(
     return save_flag(rule, expected_version=stored.version, actor=actor, source=source)
 
 
+def refuse_undefined_environments(rule: FlagRule) -> None:
+    """Raise InvalidFlag if ``rule`` overrides an environment that the environments document
+    does not define, and that the flag did not override already (as ZooKeeper holds it now,
+    or as its row has it when its znode is invalid): a typo such as "stagin" would otherwise
+    be saved and never apply anywhere.
+
+    An override the flag already had is let through, so that deleting an environment never
+    blocks unrelated edits of the flags that still override it (``check`` reports those).
+    Without any environments document, environments are named only by each process's
+    settings and nothing is refused. Reads ZooKeeper only when ``rule`` has overrides."""
+    if not rule.environments:
+        return
+    stored_environments = read_environments()
+    if stored_environments.version is None:
+        return
+    defined = set(stored_environments.document["parents"])
+    new = set(rule.environments) - defined
+    if not new:
+        return
+    stored = read_flag(rule.name)
+    if stored.rule is not None:
+        new -= set(stored.rule.environments)
+    elif stored.error is not None:
+        row = Flag.objects.filter(name=rule.name).first()
+        if row is not None and isinstance(row.environments, dict):
+            new -= set(row.environments)
+    if not new:
+        return
+    names = ", ".join(repr(env) for env in sorted(new))
+    if stored_environments.error is not None:
+        raise InvalidFlag(
+            f"Cannot check the new override(s) for {names}: the environments document in "
+            f"ZooKeeper is invalid ({stored_environments.error}). Replace it first (the "
+            "admin's Environments page, or 'manage.py zkflags env --replace FILE')."
+        )
+    raise InvalidFlag(
+        f"Environment(s) {names} not defined (defined: {', '.join(sorted(defined)) or 'none'}). "
+        "A typo? Define it first ('manage.py zkflags env NAME', or the admin's "
+        "Environments page)."
+    )
+
+
 def set_everyone(
     names: Iterable[str], everyone: bool | None, *, actor: Actor = None, source: str
 ) -> list[FlagChange]:
@@ -184,6 +229,7 @@ def push_row(row: Flag, *, source: str = "orm") -> FlagChange | None:
     Django writes the row itself afterwards."""
     row.check_not_renamed()
     rule = row.to_rule()
+    refuse_undefined_environments(rule)
     settle_changes()
     actor = current_actor()
     note = _note(actor, source)
@@ -331,6 +377,17 @@ def check() -> Drift:
     environments = reader.environments()
     if environments.error is not None:
         drift.add("(environments)", f"the environments document is invalid: {environments.error}")
+    elif environments.version is not None:
+        defined = set(environments.document["parents"])
+        for name, node in sorted(drift.nodes.items()):
+            undefined = sorted(set(node.environments) - defined)
+            if undefined:
+                drift.add(
+                    name,
+                    f"overrides environment(s) {', '.join(undefined)} that the environments "
+                    "document does not define: define them ('zkflags env NAME') or remove "
+                    "the overrides",
+                )
     for change in pending_changes():
         record = change.record or {}
         drift.add(
@@ -721,6 +778,7 @@ __all__ = [
     "read_environments",
     "read_flag",
     "read_snapshot",
+    "refuse_undefined_environments",
     "remove_member",
     "repair",
     "restore",

@@ -4,6 +4,8 @@ zkflags status                 the connection and the snapshot this process sees
 zkflags list                   every flag with its rule, from ZooKeeper
 zkflags set NAME --on|--off|--rules [--percent P]   change a flag (audited)
 zkflags env [NAME --parent P | NAME --delete]       list or define environments
+zkflags env --replace FILE     replace the whole environments document (a JSON file, or
+                               '-' for standard input): validated, versioned, audited
 zkflags host NAME ENV | NAME --delete                peg a host to an environment
 zkflags check                  report drift between ZooKeeper and the admin's rows
 zkflags repair                 rebuild the snapshot from the flag znodes and make the
@@ -17,6 +19,7 @@ operating system's user.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -53,6 +56,12 @@ class Command(BaseCommand):
         envp.add_argument("name", nargs="?")
         envp.add_argument("--parent")
         envp.add_argument("--delete", action="store_true")
+        envp.add_argument(
+            "--replace",
+            metavar="FILE",
+            help="replace the whole environments document with this JSON file ('-': standard "
+            "input), e.g. to repair one edited by hand into something invalid",
+        )
         hostp = sub.add_parser(
             "host", help="Peg a host to an environment: host NAME ENV | --delete"
         )
@@ -139,7 +148,19 @@ class Command(BaseCommand):
         unchanged = " (unchanged)" if audit is None else ""
         self.stdout.write(f"{name}{where}: {rule.summary()} (version {stored.version}){unchanged}")
 
-    def do_env(self, name: str | None, parent: str | None, delete: bool, **options: Any) -> None:
+    def do_env(
+        self,
+        name: str | None,
+        parent: str | None,
+        delete: bool,
+        replace: str | None = None,
+        **options: Any,
+    ) -> None:
+        if replace is not None:
+            if name is not None or parent is not None or delete:
+                raise CommandError("env --replace FILE takes no NAME, --parent or --delete")
+            self.replace_environments(replace)
+            return
         if name is None:
             stored = services.read_environments()
             if stored.error is not None:
@@ -163,6 +184,32 @@ class Command(BaseCommand):
         services.update_environments(change, actor=services.command_actor(), source="command")
         what = "deleted" if delete else f"parent={parent or '-'}"
         self.stdout.write(f"environment {name}: {what}")
+
+    def replace_environments(self, path: str) -> None:
+        try:
+            if path == "-":
+                text = sys.stdin.read()
+            else:
+                with open(path, encoding="utf-8") as fh:
+                    text = fh.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"Cannot read {path}: {exc}") from None
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise CommandError(f"{path} is not JSON: {exc}") from None
+        stored = services.read_environments()
+        was = f" (it was invalid: {stored.error})" if stored.error is not None else ""
+        change = services.save_environments(
+            doc,
+            expected_version=stored.version,
+            actor=services.command_actor(),
+            source="command",
+        )
+        if change is None:
+            self.stdout.write(f"environments unchanged (version {stored.version})")
+        else:
+            self.stdout.write(f"environments replaced (version {change.zk_version}){was}")
 
     def do_host(self, name: str, environment: str | None, delete: bool, **options: Any) -> None:
         if not delete and environment is None:
