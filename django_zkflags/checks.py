@@ -6,6 +6,10 @@
 * zkflags.E003 -- ZKFLAGS["TESTING_OVERRIDES"] is on while DEBUG is False.
 * zkflags.W001 -- FlagMiddleware is not in MIDDLEWARE.
 * zkflags.W002 -- FlagMiddleware comes before AuthenticationMiddleware.
+* zkflags.W004 -- ZKFLAGS_URL holds a password that DEFAULT_EXCEPTION_REPORTER_FILTER would
+  show on the technical 500 page and in the error e-mails to ADMINS.
+* zkflags.W005 -- (``check --deploy``) ZKFLAGS_URL has no credentials while DEBUG is False:
+  the znodes the app creates are world-writable.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
+from django.http import HttpRequest
+from django.utils.module_loading import import_string
 
 from . import conf
+from .redaction import redact
 
 MIDDLEWARE_PATH = "django_zkflags.middleware.FlagMiddleware"
 AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
@@ -25,12 +32,13 @@ AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     errors: list[Any] = []
     try:
-        conf.parse_url(conf.get_url_string())
+        conf.parse_url(conf.get_url_string(), password=conf.get_password())
     except (ValueError, TypeError, AttributeError) as exc:
         errors.append(
             Error(
-                f"ZKFLAGS_URL is malformed: {exc}",
-                hint="Use zk://[user:password@]host:2181[,host2:2181]/root/path",
+                f"ZKFLAGS_URL is malformed: {redact(str(exc))}",
+                hint="Use zk://[user[:password]@]host:2181[,host2:2181]/root/path "
+                "(with zk://user@... the password comes from ZKFLAGS_PASSWORD)",
                 id="zkflags.E001",
             )
         )
@@ -87,6 +95,73 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return errors
+
+
+FILTER_HINT = (
+    "Set DEFAULT_EXCEPTION_REPORTER_FILTER = 'django_zkflags.debug.SafeExceptionReporterFilter', "
+    "or take the password out of the URL: ZKFLAGS_URL = 'zk://user@host:2181/root' with the "
+    "password in ZKFLAGS_PASSWORD (a setting Django hides by its name, or an environment "
+    "variable, or a file named by ZKFLAGS_PASSWORD_FILE)."
+)
+
+
+@register(Tags.security)
+def check_password_shown(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """zkflags.W004: ask the configured exception reporter filter to cleanse ZKFLAGS_URL the
+    way an error report does -- as a setting when it is one, as an entry of request.META
+    when it comes from the environment (runserver copies the environment there) -- and warn
+    if the password is still in what it returns."""
+    url = conf.get_url_string()
+    _, password = conf.url_credentials(url) if isinstance(url, str) else (None, None)
+    if not password:
+        return []
+    path = settings.DEFAULT_EXCEPTION_REPORTER_FILTER
+    reporter_filter = import_string(path)()
+    if getattr(settings, "ZKFLAGS_URL", None) is not None:
+        where = "the settings"
+        shown = reporter_filter.get_safe_settings().get("ZKFLAGS_URL")
+    else:
+        where = "request.META (the environment, under runserver)"
+        request = HttpRequest()
+        request.META = {"ZKFLAGS_URL": url}
+        shown = reporter_filter.get_safe_request_meta(request).get("ZKFLAGS_URL")
+    if password not in str(shown):
+        return []
+    return [
+        Warning(
+            f"ZKFLAGS_URL holds a password, and DEFAULT_EXCEPTION_REPORTER_FILTER ({path}) "
+            f"leaves it in {where}: the technical 500 page and the error e-mails to ADMINS "
+            "show it.",
+            hint=FILTER_HINT,
+            id="zkflags.W004",
+        )
+    ]
+
+
+@register(Tags.security, deploy=True)
+def check_open_acl(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """zkflags.W005, with ``check --deploy`` (like Django's own security warnings; Django's
+    test runner runs the other checks with DEBUG False)."""
+    if settings.DEBUG:
+        return []
+    try:
+        url = conf.parse_url(conf.get_url_string(), password=conf.get_password())
+    except (ValueError, TypeError, AttributeError):
+        return []  # zkflags.E001
+    if url.has_credentials:
+        return []
+    return [
+        Warning(
+            "ZKFLAGS_URL has no credentials: the znodes django-zkflags creates are "
+            "world-writable (OPEN_ACL_UNSAFE), so anyone who can reach ZooKeeper can change "
+            "every flag.",
+            hint="Give the app a digest identity: ZKFLAGS_URL = 'zk://user@host:2181/root' "
+            "with the password in ZKFLAGS_PASSWORD. Znodes it creates from then on are "
+            "writable by that identity only (readable by all); znodes created before keep "
+            "their ACL until you change it (zkCli.sh setAcl).",
+            id="zkflags.W005",
+        )
+    ]
 
 
 def _check_snapshot_bound() -> list[Any]:

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from django.views.decorators.debug import sensitive_variables
 from kazoo.client import KazooClient
 from kazoo.exceptions import (
     ConnectionClosedError,
@@ -32,6 +33,7 @@ from kazoo.security import OPEN_ACL_UNSAFE, READ_ACL_UNSAFE, make_digest_acl
 
 from .conf import ZooKeeperURL
 from .exceptions import PermissionDenied, ZooKeeperUnavailable
+from .redaction import install_log_filter, remember
 from .rules import validate_name
 
 FLAGS_DIR = "flags"
@@ -90,6 +92,7 @@ def _handler() -> Any:
     return None
 
 
+@sensitive_variables()
 def make_client(
     url: ZooKeeperURL, *, session_timeout: float, reconnect_max_delay: float, **kwargs: Any
 ) -> KazooClient:
@@ -97,7 +100,13 @@ def make_client(
 
     kazoo's default connection retry backs off towards an hour: after a long outage a
     process could stay disconnected for minutes after ZooKeeper is back.
+
+    kazoo logs the credentials it sends (see :mod:`django_zkflags.redaction`): its loggers
+    get a filter that masks them. All local variables here, and in kazoo's frames below,
+    are hidden from Django's error reports (``sensitive_variables``).
     """
+    remember(url.username, url.password)
+    install_log_filter(kwargs.get("logger"))
     auth = [("digest", f"{url.username}:{url.password}")] if url.has_credentials else None
     return KazooClient(
         hosts=url.hosts,
@@ -112,6 +121,7 @@ def make_client(
     )
 
 
+@sensitive_variables()
 def acl_for(url: ZooKeeperURL) -> list[Any]:
     """With credentials, only that identity may write; everybody may read. ACLs are not
     inherited in ZooKeeper: this goes on every node the app creates."""

@@ -1,14 +1,21 @@
 """Settings for django-zkflags: one place, defaults merged with the user's.
 
-Two Django settings are read:
+Three Django settings are read:
 
-* ``ZKFLAGS_URL`` -- where ZooKeeper is, ``zk://[user:password@]host:port[,host:port...]/root``.
-  When the setting is absent it is read from the environment variable of the same name
-  (with django-environ), and falls back to a local single node.
+* ``ZKFLAGS_URL`` -- where ZooKeeper is,
+  ``zk://[user[:password]@]host:port[,host:port...]/root``. When the setting is absent it
+  is read from the environment variable of the same name (with django-environ), and falls
+  back to a local single node.
+* ``ZKFLAGS_PASSWORD`` -- the password of the URL's user, kept out of the URL
+  (``zk://user@host/root``). When the setting is absent it is read from the file named by
+  the environment variable ``ZKFLAGS_PASSWORD_FILE``, else from the environment variable
+  ``ZKFLAGS_PASSWORD`` (django-environ's ``FileAwareEnv``).
 * ``ZKFLAGS`` -- a dict of options merged over :data:`DEFAULTS`.
 
-Both are cached and the cache is cleared on ``setting_changed`` so ``override_settings``
-works in tests.
+All are cached and the cache is cleared on ``setting_changed`` so ``override_settings``
+works in tests. Nothing here puts the password in a message: errors show the URL through
+:func:`mask_url`, and functions whose local variables hold it are marked with Django's
+``sensitive_variables``.
 """
 
 from __future__ import annotations
@@ -26,8 +33,14 @@ import environ
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.views.decorators.debug import sensitive_variables
+from environ.fileaware_mapping import FileAwareMapping
 
 DEFAULT_URL = "zk://127.0.0.1:2181/zkflags"
+#: The settings that say where ZooKeeper is and who the app is there.
+URL_SETTINGS = ("ZKFLAGS_URL", "ZKFLAGS_PASSWORD")
+#: What a password is replaced with wherever it would be shown.
+MASK = "***"
 
 DEFAULTS: dict[str, Any] = {
     # Start the watcher in AppConfig.ready (skipped for the commands below).
@@ -108,40 +121,110 @@ class ZooKeeperURL:
         return self.username is not None
 
 
-def parse_url(url: str) -> ZooKeeperURL:
-    """Parse ``zk://[user:password@]host1:2181,host2:2181/root/path``."""
+def _split_userinfo(url: str) -> tuple[str, str | None, str]:
+    """``(before, userinfo, after)``: ``url == before + userinfo + "@" + after`` when there is
+    a userinfo, else ``(before, None, rest)``. Lenient, for malformed URLs too: when an "@"
+    comes after the first "/" (a raw "/" in a password, or an "@" in the path), everything up
+    to the last "@" counts as userinfo, so a password is never taken for a host or a path."""
+    scheme, sep, rest = url.partition("://")
+    before = scheme + sep if sep else ""
+    if not sep:
+        rest = url
+    netloc, _, path = rest.partition("/")
+    if "@" in netloc:
+        userinfo = netloc.rpartition("@")[0]
+        return before, userinfo, rest[len(userinfo) + 1 :]
+    if "@" in path:
+        userinfo, _, after = rest.rpartition("@")
+        return before, userinfo, after
+    return before, None, rest
+
+
+@sensitive_variables()
+def url_credentials(url: str) -> tuple[str | None, str | None]:
+    """The user and the password written in ``url``, as written there (percent-encoded or
+    not); None for what is absent. Works on malformed URLs too, like :func:`mask_url`."""
+    _, userinfo, _ = _split_userinfo(url)
+    if userinfo is None:
+        return None, None
+    user, colon, password = userinfo.partition(":")
+    return user or None, password if colon and password else None
+
+
+@sensitive_variables()
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced: ``zk://alice:***@host:2181/root``.
+
+    Safe on any string, malformed URLs included (see :func:`_split_userinfo`); a URL
+    without a password comes back unchanged."""
+    before, userinfo, after = _split_userinfo(url)
+    if userinfo is None:
+        return url
+    user, colon, password = userinfo.partition(":")
+    if not colon:
+        return url
+    return f"{before}{user}:{MASK}@{after}"
+
+
+@sensitive_variables()
+def parse_url(url: str, password: str | None = None) -> ZooKeeperURL:
+    """Parse ``zk://[user:password@]host1:2181,host2:2181/root/path``.
+
+    ``password`` is the password given apart from the URL (``ZKFLAGS_PASSWORD``); the URL
+    then names the user only, ``zk://user@host/root``. Error messages show the URL masked.
+    """
+    shown = mask_url(url) if isinstance(url, str) else url
     scheme, sep, rest = url.partition("://")
     if not sep or scheme != "zk":
-        raise ImproperlyConfiguredURL(f"ZKFLAGS_URL must start with zk:// (got {url!r})")
+        raise ImproperlyConfiguredURL(f"ZKFLAGS_URL must start with zk:// (got {shown!r})")
     netloc, slash, path = rest.partition("/")
-    username = password = None
+    # An "@" only after the first "/" is a root path with "@" in it, or a password with a
+    # raw "/": what is parsed below as a host or a root could be part of the password, so
+    # errors then show the masked URL instead of the piece.
+    hide_pieces = "@" in path and "@" not in netloc
+    username = None
     if "@" in netloc:
         userinfo, _, netloc = netloc.rpartition("@")
         user, colon, pw = userinfo.partition(":")
-        if not user or not colon:
+        if not user or (not colon and password is None):
             raise ImproperlyConfiguredURL(
-                "ZKFLAGS_URL credentials must be user:password (a ZooKeeper digest identity)"
+                "ZKFLAGS_URL credentials must be user:password (a ZooKeeper digest identity), "
+                "or user@ with the password in ZKFLAGS_PASSWORD"
             )
-        username, password = unquote(user), unquote(pw)
+        if colon and password is not None:
+            raise ImproperlyConfiguredURL(
+                "ZKFLAGS_URL has a password and ZKFLAGS_PASSWORD is set too: keep one "
+                "(ZKFLAGS_PASSWORD keeps it out of the URL)"
+            )
+        username = unquote(user)
+        if colon:
+            password = unquote(pw)
+    elif password is not None:
+        raise ImproperlyConfiguredURL(
+            "ZKFLAGS_PASSWORD is set but ZKFLAGS_URL names no user: write zk://user@host/root"
+        )
     if not netloc:
-        raise ImproperlyConfiguredURL(f"ZKFLAGS_URL has no host (got {url!r})")
+        raise ImproperlyConfiguredURL(f"ZKFLAGS_URL has no host (got {shown!r})")
     hosts = []
     for hostport in netloc.split(","):
         host, colon, port = hostport.rpartition(":")
         if not colon:
             host, port = hostport, "2181"
         if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-            raise ImproperlyConfiguredURL(f"ZKFLAGS_URL has a bad host:port {hostport!r}")
+            bad = f"in {shown!r}" if hide_pieces else repr(hostport)
+            raise ImproperlyConfiguredURL(f"ZKFLAGS_URL has a bad host:port {bad}")
         hosts.append(f"{host}:{port}")
     root = "/" + path.strip("/") if slash else "/zkflags"
     if root == "/":
         raise ImproperlyConfiguredURL("ZKFLAGS_URL needs a root path such as /zkflags")
     if any(not part or part in (".", "..") for part in root[1:].split("/")):
-        raise ImproperlyConfiguredURL(f"ZKFLAGS_URL has a bad root path {root!r}")
+        bad = f"in {shown!r}" if hide_pieces else repr(root)
+        raise ImproperlyConfiguredURL(f"ZKFLAGS_URL has a bad root path {bad}")
     return ZooKeeperURL(",".join(hosts), root, username, password)
 
 
 @functools.cache
+@sensitive_variables()
 def get_url_string() -> str:
     value = getattr(settings, "ZKFLAGS_URL", None)
     if value is None:
@@ -150,8 +233,31 @@ def get_url_string() -> str:
 
 
 @functools.cache
+@sensitive_variables()
+def get_password() -> str | None:
+    """``ZKFLAGS_PASSWORD``: the setting; else the file named by the environment variable
+    ``ZKFLAGS_PASSWORD_FILE`` (without its final newline; a Docker or systemd secret); else
+    the environment variable ``ZKFLAGS_PASSWORD``. None when not given (an empty value
+    counts as not given)."""
+    value = getattr(settings, "ZKFLAGS_PASSWORD", None)
+    if value is None:
+        env = environ.FileAwareEnv()
+        env.ENVIRON = FileAwareMapping(cache=False)  # read again when this cache is cleared
+        try:
+            value = env.str("ZKFLAGS_PASSWORD", default="")
+        except OSError as exc:
+            raise ImproperlyConfiguredURL(
+                f"ZKFLAGS_PASSWORD_FILE cannot be read: {exc.strerror or exc}"
+            ) from None
+        value = value.rstrip("\r\n")
+    if not isinstance(value, str):
+        raise ImproperlyConfiguredURL("ZKFLAGS_PASSWORD must be a string")
+    return value or None
+
+
+@functools.cache
 def get_url() -> ZooKeeperURL:
-    return parse_url(get_url_string())
+    return parse_url(get_url_string(), password=get_password())
 
 
 @functools.cache
@@ -190,11 +296,12 @@ def snapshot_file_path() -> str | None:
 
 def clear_caches() -> None:
     get_url_string.cache_clear()
+    get_password.cache_clear()
     get_url.cache_clear()
     get_config.cache_clear()
 
 
 @receiver(setting_changed, dispatch_uid="zkflags-conf")
 def _clear_caches(*, setting: str, **kwargs: Any) -> None:
-    if setting in ("ZKFLAGS", "ZKFLAGS_URL"):
+    if setting == "ZKFLAGS" or setting in URL_SETTINGS:
         clear_caches()

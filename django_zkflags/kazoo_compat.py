@@ -8,9 +8,15 @@ loses a workaround, never the process.
 from __future__ import annotations
 
 import atexit
+import re
 from typing import Any
 
+import kazoo.protocol.serialization as _serialization
 from kazoo.client import KazooClient
+
+_AUTH = getattr(_serialization, "Auth", None)
+_CONNECT = getattr(_serialization, "Connect", None)
+_SESSION_PASSWORD = re.compile(r"(session_passwd: )b?'?[0-9a-fA-F]+'?")
 
 
 def withdraw_queued_request(client: KazooClient, pending: Any) -> bool:
@@ -69,3 +75,31 @@ def forget_last_zxid(client: KazooClient) -> None:
     """
     if hasattr(client, "last_zxid"):
         client.last_zxid = 0
+
+
+def masked_packet(packet: Any, mask: str) -> Any:
+    """A packet kazoo is about to log, with its credentials masked.
+
+    kazoo's connection logs every request it sends at DEBUG ("Sending request(xid=%s): %s",
+    the packet's namedtuple ``repr``) and what it reads at level 5, through the client's
+    logger (``kazoo.client``). Checked in kazoo 2.11.0's source: ``Auth(auth_type, scheme,
+    auth)`` carries ``user:password`` on every (re)connection (masked as ``user:<mask>``);
+    ``Connect`` carries the session password (masked whole). Anything else is returned as it
+    is; so is everything if kazoo renames these classes (the value-based masking of
+    :mod:`django_zkflags.redaction` still applies).
+    """
+    if _AUTH is not None and isinstance(packet, _AUTH):
+        user, colon, _ = str(packet.auth).partition(":")
+        shown = f"{user}:{mask}" if packet.scheme == "digest" and colon else mask
+        return packet._replace(auth=shown)
+    if _CONNECT is not None and isinstance(packet, _CONNECT) and any(packet.passwd or b""):
+        return packet._replace(passwd=mask.encode())
+    return packet
+
+
+def mask_session_password(message: str, mask: str) -> str:
+    """kazoo 2.11 logs the session password, hexlified, at level 5 ("session_passwd: %s"):
+    with the session id it lets another client take the session over."""
+    if "session_passwd" not in message:
+        return message
+    return _SESSION_PASSWORD.sub(lambda match: match.group(1) + mask, message)

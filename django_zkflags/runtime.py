@@ -1,9 +1,10 @@
 """The process's one ZooKeeper client and one snapshot watch, and their lifecycle.
 
 Started by ``AppConfig.ready`` (see :mod:`django_zkflags.apps`), started again in a forked
-child, closed with a bound when the interpreter exits, and re-pointed when ``ZKFLAGS_URL``
-changes under ``override_settings``. Data flows one way: the watch hands snapshot bytes
-to :meth:`FlagRuntime._on_snapshot`, which compiles them and publishes to the cache.
+child, closed with a bound when the interpreter exits, and re-pointed when ``ZKFLAGS_URL`` or
+``ZKFLAGS_PASSWORD`` changes under ``override_settings``. Data flows one way: the watch
+hands snapshot bytes to :meth:`FlagRuntime._on_snapshot`, which compiles them and publishes
+to the cache.
 """
 
 from __future__ import annotations
@@ -314,11 +315,11 @@ def _after_fork_in_child() -> None:
 
 @receiver(setting_changed, dispatch_uid="zkflags-runtime-settings")
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
-    if setting not in ("ZKFLAGS", "ZKFLAGS_URL"):
+    if setting != "ZKFLAGS" and setting not in conf.URL_SETTINGS:
         return
     conf.clear_caches()  # receivers run in connection order: do not rely on conf's first
     store.set_default_active(bool(conf.get("UNKNOWN_FLAG_ACTIVE")))
-    if setting != "ZKFLAGS_URL":
+    if setting not in conf.URL_SETTINGS:
         with _lock:
             watch = _runtime.watch if _runtime is not None else None
         if watch is not None:
