@@ -82,8 +82,9 @@ DEFAULTS: dict[str, Any] = {
     "HOSTNAME": None,
     # Answer for a flag that does not exist.
     "UNKNOWN_FLAG_ACTIVE": False,
-    # Last-known snapshot kept on disk; "" or None disables it. Default: one file per URL
-    # in the temp dir.
+    # Last-known snapshot kept on disk; "" or None disables it. "default": one file per
+    # ZooKeeper location (hosts and root, never the credentials) in a directory only this
+    # user can write (see snapshot_file_path).
     "SNAPSHOT_FILE": "default",
     # Cookie that gives anonymous visitors a stable identity for percentage rollouts.
     "ANONYMOUS_COOKIE": "zkflags_uid",
@@ -283,15 +284,51 @@ def hostname() -> str:
     return get("HOSTNAME") or socket.gethostname()
 
 
-def snapshot_file_path() -> str | None:
-    """Where the last-known snapshot is kept on disk, or None when disabled."""
+def snapshot_file_path(url: ZooKeeperURL | None = None) -> str | None:
+    """Where the last-known snapshot of ``url`` (default: the configured one) is kept on
+    disk, or None when disabled.
+
+    The default file is named after the hosts and the root path only -- never the
+    credentials -- and lives in :func:`snapshot_directory`, which only this user can write.
+    """
     value = get("SNAPSHOT_FILE")
     if not value:
         return None
     if value == "default":
-        digest = hashlib.sha256(get_url_string().encode()).hexdigest()[:16]
-        return os.path.join(tempfile.gettempdir(), f"zkflags-{digest}.snapshot")
+        url = url or get_url()
+        location = ",".join(sorted(url.hosts.split(","))) + url.root
+        digest = hashlib.sha256(location.encode()).hexdigest()[:16]
+        return os.path.join(snapshot_directory(), f"zkflags-{digest}.snapshot")
     return str(value)
+
+
+def snapshot_directory() -> str:
+    """The directory of the default snapshot file: ``$XDG_CACHE_HOME/django-zkflags`` (else
+    ``~/.cache/django-zkflags``) when that can be created; otherwise, as for a service user
+    whose home does not exist or cannot be written, ``<tempdir>/django-zkflags-<uid>``.
+
+    Only decided here (nothing is created): :mod:`django_zkflags.diskcopy` creates it with
+    mode 0700 and refuses it unless this user owns it and nobody else can write it.
+    """
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(cache):
+        home = os.path.expanduser("~")
+        cache = os.path.join(home, ".cache") if os.path.isabs(home) else ""
+    if cache and _can_create(os.path.join(cache, "django-zkflags")):
+        return os.path.join(cache, "django-zkflags")
+    return os.path.join(tempfile.gettempdir(), f"django-zkflags-{os.geteuid()}")
+
+
+def _can_create(directory: str) -> bool:
+    """Is ``directory`` a writable directory, or can it be made in its parent (the cache
+    directory), or that parent in its own (a home directory, never created)?"""
+    cache = os.path.dirname(directory)
+    home = os.path.dirname(cache)
+    if os.path.lexists(directory):
+        return os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK)
+    if os.path.lexists(cache):
+        return os.path.isdir(cache) and os.access(cache, os.W_OK | os.X_OK)
+    return os.path.isdir(home) and os.access(home, os.W_OK | os.X_OK)
 
 
 def clear_caches() -> None:

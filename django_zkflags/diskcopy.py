@@ -5,6 +5,17 @@ Format: one header line ``zkflags-snapshot-file 1 <mzxid>`` then the snapshot zn
 A file is written atomically (temp file, fsync, rename) and loaded only if this process's
 user owns it and nobody else can write it or its directory: another local user must not be
 able to choose the flags a process serves.
+
+The attack this answers: another local user puts a file at the path before the app starts
+(or while ZooKeeper is down), hoping it is served. Refused are a file (or a symbolic link)
+owned by another user, a symbolic link of ours too (it could lead to another site's
+snapshot), a file with a second hard link (where ``fs.protected_hardlinks`` is off another
+user can link to a file of ours), a file others can write, and any file in a directory
+others can write unless it is sticky. The default location (``ZKFLAGS["SNAPSHOT_FILE"]`` =
+"default", see :func:`django_zkflags.conf.snapshot_file_path`) is stricter: its directory
+must be this user's own, mode 0700 when created here, never a symbolic link -- a directory
+another user made in the shared temp dir under that name is refused, and nothing is
+written to it.
 """
 
 from __future__ import annotations
@@ -23,35 +34,64 @@ class UntrustedFile(ValueError):
     """The file (or its directory) could have been written by another user."""
 
 
-def _check_trusted(path: str) -> None:
-    """The file must be ours and writable by nobody else; its directory ours and private,
-    or sticky (like /tmp: others cannot replace a file they do not own there)."""
+def _check_trusted(path: str, own_directory: bool = False) -> None:
+    """The file must be a regular file with one link, ours and writable by nobody else; its
+    directory as :func:`_check_directory` wants it."""
     uid = os.geteuid()
-    info = os.stat(path)
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        raise UntrustedFile(f"it is a symbolic link (owned by uid {info.st_uid})")
+    if not stat.S_ISREG(info.st_mode):
+        raise UntrustedFile("it is not a regular file")
     if info.st_uid != uid:
         raise UntrustedFile(f"it is owned by uid {info.st_uid}, not by this process ({uid})")
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise UntrustedFile("other users can write it")
-    directory = os.stat(os.path.dirname(os.path.abspath(path)))
-    shared = directory.st_uid != uid or directory.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-    if shared and not directory.st_mode & stat.S_ISVTX:
+    if info.st_nlink != 1:
+        raise UntrustedFile(f"it has {info.st_nlink} hard links (another name can change it)")
+    _check_directory(os.path.dirname(os.path.abspath(path)), own_directory)
+
+
+def _check_directory(directory: str, own: bool) -> None:
+    """With ``own``: this user's directory (not a symbolic link) that nobody else can write.
+    Otherwise ours and private, or sticky (like /tmp: others cannot replace a file they do
+    not own there)."""
+    uid = os.geteuid()
+    info = os.lstat(directory) if own else os.stat(directory)
+    others_write = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if own:
+        if not stat.S_ISDIR(info.st_mode):
+            raise UntrustedFile(f"{directory} is not a directory (a symbolic link?)")
+        if info.st_uid != uid:
+            raise UntrustedFile(
+                f"its directory {directory} is owned by uid {info.st_uid}, "
+                f"not by this process ({uid})"
+            )
+        if others_write:
+            raise UntrustedFile(f"other users can write its directory {directory}")
+    elif (info.st_uid != uid or others_write) and not info.st_mode & stat.S_ISVTX:
         raise UntrustedFile("other users can replace it (its directory is not private)")
 
 
-def ensure_private_dir(directory: str) -> None:
-    """Create ``directory`` (mode 0700) if needed."""
+def ensure_private_dir(directory: str, own: bool = False) -> None:
+    """Create ``directory`` (mode 0700) if needed; raise :class:`UntrustedFile` if a file
+    there could be replaced by another user (see :func:`_check_directory`)."""
     os.makedirs(directory, mode=0o700, exist_ok=True)
+    _check_directory(directory, own)
 
 
 class SnapshotFile:
-    def __init__(self, path: str) -> None:
+    """``own_directory``: the directory must be this user's own (the default location)."""
+
+    def __init__(self, path: str, own_directory: bool = False) -> None:
         self.path = path
+        self.own_directory = own_directory
 
     def save(self, data: bytes, zxid: int) -> None:
         """Write atomically: readers see the old file or the new one. Never raises."""
         try:
             directory = os.path.dirname(os.path.abspath(self.path))
-            ensure_private_dir(directory)
+            ensure_private_dir(directory, self.own_directory)
             fd, tmp = tempfile.mkstemp(prefix=".zkflags-", dir=directory)
             try:
                 with os.fdopen(fd, "wb") as fh:
@@ -62,7 +102,7 @@ class SnapshotFile:
             except BaseException:
                 os.unlink(tmp)
                 raise
-        except OSError as exc:
+        except (OSError, UntrustedFile) as exc:
             log.warning("Could not write the snapshot file %s: %s", self.path, exc)
 
     def load(self, max_bytes: int | None = None) -> tuple[bytes, int] | None:
@@ -72,7 +112,7 @@ class SnapshotFile:
         if not os.path.exists(self.path):
             return None
         try:
-            _check_trusted(self.path)
+            _check_trusted(self.path, self.own_directory)
             with open(self.path, "rb") as fh:
                 # The header line (HEADER, a zxid of at most 20 digits, "\n"), the snapshot.
                 limit = -1 if max_bytes is None else len(HEADER) + 21 + max_bytes

@@ -53,8 +53,9 @@ class FlagRuntime:
             session_timeout=float(conf.get("SESSION_TIMEOUT")),
             reconnect_max_delay=float(conf.get("RECONNECT_MAX_DELAY")),
         )
-        path = conf.snapshot_file_path()
-        self.snapshot_file = SnapshotFile(path) if path else None
+        path = conf.snapshot_file_path(self.url)
+        own_directory = conf.get("SNAPSHOT_FILE") == "default"
+        self.snapshot_file = SnapshotFile(path, own_directory) if path else None
         self.watch: NodeWatch | None = None
         self.history_reset = HistoryReset(self.client, float(conf.get("RESET_HISTORY_AFTER")))
         self.loaded = threading.Event()  # set once a snapshot came from ZooKeeper
