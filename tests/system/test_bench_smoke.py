@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_zookeeper
 from tests.support.zookeeper import ZooKeeperError, find_classpath, find_java
 
-ROOT = Path(__file__).resolve().parent.parent
+from ..conftest import require_zookeeper
+
+ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "bench" / "run.py"
 SECTIONS = {"meta", "flag_check", "template", "request", "propagation", "scale", "targets"}
 ZK_VARIANTS = ("zkflags", "zkflags_request_flags", "zkflags_first_check")

@@ -41,7 +41,7 @@ from django_zkflags.writer import FlagWriter
 from tests.support.children import Child, Children, is_value
 from tests.support.zookeeper import DEFAULT_JVM_FLAGS, ZooKeeperEnsemble, ZooKeeperError
 
-from .conftest import require_zookeeper, wait_until
+from ..conftest import require_zookeeper, served_version, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -254,7 +254,7 @@ class Site:
         writer = runtime.get_runtime().writer()
         first = writer.write_flag(FlagRule.from_document(Writer.document(0)), None)
         writer.write_flag(FlagRule(STEADY, everyone=True), None)
-        wait_until(lambda: _version(STEADY) == 0 and _version(FLAG) == first.version)
+        wait_until(lambda: served_version(STEADY) == 0 and served_version(FLAG) == first.version)
         self.children = Children(self.tmp)
         self.child = self.children.spawn(self.url, FLAG, startup_timeout=10)
         self.child.wait_value(version=first.version, source="zookeeper")
@@ -291,7 +291,7 @@ class Site:
             assert theirs is not None and ours is not None and theirs > ours, writer.conflicts
             assert "outcome is unknown" in said, writer.conflicts
         # Every watcher converges on it: this process and the other OS process.
-        wait_until(lambda: _version(FLAG) == last.version, timeout=15)
+        wait_until(lambda: served_version(FLAG) == last.version, timeout=15)
         seen = self.child.wait_value(version=last.version, source="zookeeper")
         # ... and stays there: what it serves now, asked after it reported the version.
         assert self.child.ask("state")["version"] == last.version, self.child.describe()
@@ -377,11 +377,6 @@ class Site:
         print(f"\n[{title}] " + ", ".join(f"{k}={v}" for k, v in self.figures.items()))
 
 
-def _version(name: str) -> int | None:
-    rule = store.base.flags.get(name)
-    return rule.version if rule is not None else None
-
-
 def _write_timeout() -> float:
     return runtime.get_runtime().writer().requests.timeout
 
@@ -456,14 +451,14 @@ def test_quorum_lost_writes_refused_reads_served(site):
         ens._parallel(lambda s: s.stop(), [leader, follower])
         wait_until(lambda: not rt.client.connected, timeout=10)
         cut_at = time.monotonic()
-        served = _version(FLAG)
+        served = served_version(FLAG)
         # Writes are refused with ZooKeeperUnavailable, each within the bound.
         wait_until(lambda: sum(1 for a in writer.refused if a.started > cut_at) >= 2, timeout=20)
         restart_at = time.monotonic()
         assert not rt.client.connected  # the lone node serves nobody
         # Nothing changed for readers while cut off: the last snapshot was served.
         assert readers.changes_between(cut_at, restart_at) == []
-        assert _version(FLAG) == served
+        assert served_version(FLAG) == served
         during = [a for a in writer.attempts if cut_at < a.started and a.ended < restart_at]
         assert during and all(isinstance(a.error, ZooKeeperUnavailable) for a in during), [
             repr(a.error) for a in during
@@ -502,7 +497,7 @@ def test_read_only_node_refuses_writes_cleanly(settings):
         settings.ZKFLAGS_URL = url = f"zk://{ens.hosts}{root}"
         rt = runtime.start(wait=10.0)
         result = runtime.get_runtime().writer().write_flag(FlagRule(STEADY, everyone=True), None)
-        wait_until(lambda: _version(STEADY) == result.version)
+        wait_until(lambda: served_version(STEADY) == result.version)
         survivor = 2
         ens._parallel(lambda s: s.stop(), [0, 1])
         wait_until(lambda: ens.servers[survivor].mode() == "read-only", timeout=20)

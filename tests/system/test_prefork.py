@@ -28,7 +28,7 @@ import pytest
 
 from tests.support.tcpproxy import TcpProxy
 
-from .conftest import IN_CI, wait_until
+from ..conftest import IN_CI, wait_until
 
 if not IN_CI:  # both are in the `test` extra: CI must have them, so there it fails instead
     pytest.importorskip("gunicorn", reason="pip install -e .[test]")
@@ -36,7 +36,7 @@ if not IN_CI:  # both are in the `test` extra: CI must have them, so there it fa
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PREFORK = REPO / "tests" / "prefork"
 FLAG = "banner"
 SEEN_WITHIN = 15.0  # generous: a change reaches a watcher in milliseconds here

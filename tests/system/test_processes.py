@@ -20,7 +20,7 @@ from django_zkflags.snapshot import decode_payload
 from tests.support.children import Child, Children, is_value
 from tests.support.zookeeper import ZooKeeperServer
 
-from .conftest import wait_until
+from ..conftest import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -28,7 +28,7 @@ from django_zkflags.snapshot import EMPTY
 from django_zkflags.writer import FlagWriter
 from tests.support.tcpproxy import TcpProxy
 
-from .conftest import wait_until
+from ..conftest import served_version, wait_until
 
 OUTAGE = 22.0  # seconds; longer than the 10 s session timeout
 
@@ -100,11 +100,6 @@ def proxied(zk_server: Any, settings: Any) -> Iterator[dict[str, Any]]:
         proxy.stop()
 
 
-def _version(name: str) -> int | None:
-    rule = store.base.flags.get(name)
-    return rule.version if rule is not None else None
-
-
 def test_long_outage_reconnects_fast_and_delivers_what_changed_meanwhile(proxied):
     proxy: TcpProxy = proxied["proxy"]
     other: FlagWriter = proxied["direct"]  # another writer, connected around the proxy
@@ -112,7 +107,7 @@ def test_long_outage_reconnects_fast_and_delivers_what_changed_meanwhile(proxied
     writer = rt.writer()
     for name in ("outage", "steady"):
         result = writer.write_flag(FlagRule(name, everyone=True), None)
-        wait_until(lambda n=name, v=result.version: _version(n) == v)
+        wait_until(lambda n=name, v=result.version: served_version(n) == v)
 
     states: list[tuple[float, str]] = []
     rt.client.add_listener(lambda state: states.append((time.monotonic(), state)))
@@ -147,7 +142,7 @@ def test_long_outage_reconnects_fast_and_delivers_what_changed_meanwhile(proxied
             proxy.unblock()
             wait_until(lambda: rt.client.connected, timeout=15)
             reconnected_in = time.monotonic() - unblocked_at
-            wait_until(lambda: _version("outage") == changed.version, timeout=10)
+            wait_until(lambda: served_version("outage") == changed.version, timeout=10)
             delivered_in = time.monotonic() - unblocked_at
             assert flag_is_active_for_user(None, "outage") is False
             # Every reader thread sees it too before the next change (on a loaded machine a
@@ -162,7 +157,7 @@ def test_long_outage_reconnects_fast_and_delivers_what_changed_meanwhile(proxied
             states_before = len(states)
             reads_before = rt.watch.reads
             again = other.write_flag(FlagRule("outage", everyone=True), changed.version)
-            wait_until(lambda: _version("outage") == again.version, timeout=5)
+            wait_until(lambda: served_version("outage") == again.version, timeout=5)
             assert flag_is_active_for_user(None, "outage") is True
             assert len(states) == states_before
             assert rt.watch.reads == reads_before + 1

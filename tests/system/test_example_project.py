@@ -14,9 +14,9 @@ import pytest
 
 from tests.support.zookeeper import free_port
 
-from .conftest import wait_until
+from ..conftest import wait_until
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "example_project"
+EXAMPLE = Path(__file__).resolve().parents[2] / "example_project"
 
 
 def _get(url: str) -> str:
