@@ -12,7 +12,7 @@ anonymous cookie id)::
 
 so a visitor keeps its answer, stays in when the percentage rises, and two flags pick
 independent sets of visitors. Test vectors are in docs/percentages.md and
-tests/test_rules.py.
+tests/unit/test_rules.py.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""A tiny Django project served by gunicorn (and forked by hand) in tests/test_prefork.py."""
+"""A tiny Django project served by gunicorn (and forked by hand) in tests/system/test_prefork.py."""
