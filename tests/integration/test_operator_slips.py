@@ -130,9 +130,7 @@ def test_a_deleted_snapshot_is_not_no_flags(zkflags, zk_server, with_disk_copy):
     assert payload["environments"]["parents"] == {"production": None}
     assert served("kept-on")["everyone"] is True
     assert runtime.status()["last_error"] is None
-    print(
-        f"\n[snapshot deleted] noticed {noticed:.2f} s after zkCli.sh returned; 2 flags kept"
-    )
+    print(f"\n[snapshot deleted] noticed {noticed:.2f} s after zkCli.sh returned; 2 flags kept")
 
 
 def _inflate(path: Path) -> bytes:
