@@ -211,7 +211,7 @@ class FlagWriter:
         data = encode_document(doc)
 
         def attempt() -> WriteResult:
-            self._check_size(b"", data, repr(name))
+            self._check_size(b"", data, name)
             tx = self.client.transaction()
             tx.create(self.paths.flag(name), data, acl=self.acl)
             record = note.record(name, "created", 0, None, doc) if note else None
@@ -380,14 +380,16 @@ class FlagWriter:
         """``inflated``: the size of the snapshot as JSON, which readers refuse over
         ``max_snapshot_bytes``."""
         # An oversize packet is not an error in ZooKeeper: the server drops the connection.
+        label = what if " " in what else repr(what)  # a flag name, or "the rebuilt snapshot"
         if len(node_data) > self.max_bytes:
             raise FlagTooLarge(
-                f"{what} is {len(node_data)} bytes as JSON, over the {self.max_bytes}-byte "
-                "limit of one ZooKeeper write; nothing was saved."
+                f"The document of {label} is {len(node_data)} bytes as JSON, over the "
+                f"{self.max_bytes}-byte limit of one ZooKeeper write; nothing was saved. "
+                "Keep large values elsewhere and put their address in the flag."
             )
         if len(payload) + len(node_data) + extra > self.max_bytes:
             raise FlagTooLarge(
-                f"Saving {what} would make the snapshot {len(payload)} bytes (compressed), "
+                f"Saving {label} would make the snapshot {len(payload)} bytes (compressed), "
                 f"over the {self.max_bytes}-byte limit of one ZooKeeper write; nothing was "
                 "saved. Remove unused flags or long user lists (use groups)."
             )

@@ -22,6 +22,7 @@ from kazoo.security import ACL, OPEN_ACL_UNSAFE, Id, Permissions, make_digest_ac
 from django_zkflags import conf, runtime, services
 from django_zkflags.cache import store
 from django_zkflags.client import Paths, Requests
+from django_zkflags.exceptions import FlagTooLarge, InvalidFlag
 from django_zkflags.models import Flag
 from django_zkflags.rules import FlagRule
 from django_zkflags.signals import flag_changed
@@ -242,3 +243,33 @@ def test_deleted_users_and_groups_leave_the_flags(zkflags):
     zkflags.wait_version("members", zkflags.read("members")[1])
     assert store.base.flags["members"].users == frozenset({kept.pk})
     assert leaving_pk not in store.base.flags["members"].users
+
+
+# -- 10 (a, b): small slips -----------------------------------------------------------------
+
+
+def test_an_orm_percent_the_row_cannot_keep_is_refused(zkflags):
+    """The row keeps one decimal: 33.333333 would go to ZooKeeper and be lost in the row
+    (endless drift). It is refused before anything is written, as the command refuses it."""
+    with pytest.raises(InvalidFlag, match="at most one decimal"):
+        Flag.objects.create(name="thirds", percent=33.333333)
+    assert zkflags.read("thirds") == (None, None)
+    assert not Flag.objects.filter(name="thirds").exists()
+    flag = Flag.objects.create(name="thirds", percent=33.3)
+    assert zkflags.read("thirds")[0]["percent"] == 33.3
+    flag.percent = "12.34"
+    with pytest.raises(InvalidFlag, match="at most one decimal"):
+        flag.save()
+    assert zkflags.read("thirds") == (zkflags.read("thirds")[0], 0)
+    assert "agree" in command("check")
+
+
+def test_an_oversized_value_is_refused_naming_the_flag_document(zkflags):
+    big = "x" * 1_500_000
+    with pytest.raises(FlagTooLarge) as info:
+        services.save_flag(FlagRule("huge", value=big), expected_version=None, source="test")
+    message = str(info.value)
+    assert "The document of 'huge' is 1500" in message and "bytes as JSON" in message
+    assert "snapshot" not in message  # it is the flag document that is too large
+    assert zkflags.read("huge") == (None, None)
+    assert not Flag.objects.filter(name="huge").exists()
