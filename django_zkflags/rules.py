@@ -18,6 +18,7 @@ tests/unit/test_rules.py.
 from __future__ import annotations
 
 import math
+import operator
 import re
 import reprlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -270,6 +271,15 @@ def _ids(doc: Mapping[str, Any], key: str) -> frozenset[int]:
     return frozenset(value)
 
 
+#: The fields of a snapshot entry as FlagRule.describes compares them; an entry with only
+#: these (and the id lists) has no value and no environment overrides.
+_SCALARS = operator.itemgetter(
+    "version", "everyone", "percent", "superusers", "staff", "authenticated", "note", "name"
+)
+_ID_LISTS = operator.itemgetter("users", "groups")
+_PLAIN_ENTRY_KEYS = 10
+
+
 def bucket(name: str, identity: object) -> int:
     """The visitor's bucket (0..9999) for this flag."""
     key = f"{name}\x00{identity}".encode()
@@ -295,6 +305,7 @@ class FlagRule:
         "environments",
         "_prefix",
         "_base",
+        "_scalars",
     )
 
     def __init__(
@@ -334,6 +345,7 @@ class FlagRule:
             raise InvalidFlag("'value' or 'environments' is nested too deeply") from None
         self._prefix = name + "\x00"
         self._base = self  # the rule as stored, before environment overrides
+        self._scalars: tuple[Any, ...] | None = None  # see describes()
 
     @classmethod
     def from_document(cls, doc: object, *, name: str | None = None) -> FlagRule:
@@ -414,25 +426,35 @@ class FlagRule:
         a version alone is not an identity (a flag deleted and created again, or a tree
         restored after ZooKeeper lost its data, starts again at version 0)."""
         base = self._base
-        if entry.get("version") != base.version or base.version is None:
+        try:
+            scalars = _SCALARS(entry)
+            users, groups = _ID_LISTS(entry)
+        except KeyError:  # not as this app writes entries: compile it again
             return False
-        if (
-            entry.get("everyone") is not base.everyone
-            or entry.get("percent") != base.percent
-            or entry.get("superusers", False) is not base.superusers
-            or entry.get("staff", False) is not base.staff
-            or entry.get("authenticated", False) is not base.authenticated
-            or entry.get("note", "") != base.note
-            or entry.get("name", base.name) != base.name
+        mine = base._scalars
+        if mine is None:  # computed once per rule, on its first comparison
+            mine = base._scalars = (
+                base.version,
+                base.everyone,
+                base.percent,
+                base.superusers,
+                base.staff,
+                base.authenticated,
+                base.note,
+                base.name,
+            )
+        if scalars != mine or base.version is None:
+            return False
+        if (users or base.users) and (
+            len(users) != len(base.users) or not base.users.issuperset(users)
         ):
             return False
-        for key, ids in (("users", base.users), ("groups", base.groups)):
-            listed = entry.get(key)
-            if listed:
-                if len(listed) != len(ids) or not ids.issuperset(listed):
-                    return False
-            elif ids:
-                return False
+        if (groups or base.groups) and (
+            len(groups) != len(base.groups) or not base.groups.issuperset(groups)
+        ):
+            return False
+        if len(entry) == _PLAIN_ENTRY_KEYS:  # no value, no environments
+            return base.value is None and not base.environments
         value, environments = entry.get("value"), entry.get("environments")
         if (value is None) != (base.value is None) or (
             value is not None and thaw_value(base.value) != value

@@ -80,29 +80,38 @@ def _too_large(max_bytes: int) -> CorruptSnapshot:
 
 #: Inflated bytes looked at per step while measuring a compressed snapshot.
 _INFLATE_STEP = 1024 * 1024
+#: Inflated bytes kept while measuring: a snapshot up to this size (about 20,000 small
+#: flags) is inflated once; a larger one is measured with each step dropped, then inflated
+#: again, so that a bomb never costs more memory than this.
+_INFLATE_KEEP = 4 * 1024 * 1024
 
 
 def inflate(compressed: bytes, max_bytes: int) -> bytes:
     """zlib-decompress ``compressed`` if it inflates to at most ``max_bytes``.
 
     Raises CorruptSnapshot when it would inflate past that, or is truncated or not zlib.
-    The size is measured first, a step at a time with each step dropped, so that a bomb
-    costs the CPU of inflating ``max_bytes`` but never the memory.
+    The size is measured a step at a time, so that a bomb costs the CPU of inflating
+    ``max_bytes`` but not the memory.
     """
     inflater = zlib.decompressobj()
     pending, size = compressed, 0
+    kept: list[bytes] | None = []
     try:
         while not inflater.eof:
             step = inflater.decompress(pending, _INFLATE_STEP)
             size += len(step)
             if size > max_bytes:
                 raise _too_large(max_bytes)
+            if kept is not None:
+                kept.append(step)
+                if size > _INFLATE_KEEP:
+                    kept = None  # measure only from here on
             pending = inflater.unconsumed_tail
             if not pending and len(step) < _INFLATE_STEP and not inflater.eof:
                 raise CorruptSnapshot(
                     "snapshot is not readable: incomplete or truncated zlib stream"
                 )
-        return zlib.decompress(compressed)
+        return b"".join(kept) if kept is not None else zlib.decompress(compressed)
     except zlib.error as exc:
         raise CorruptSnapshot(f"snapshot is not readable: {exc}") from None
 
