@@ -531,6 +531,12 @@ def restore(*, actor: Actor = None, names: Iterable[str] | None = None) -> list[
     return restored
 
 
+# -- quick toggles (the admin's flag list) --------------------------------------------------
+
+
+# -- history and revert ---------------------------------------------------------------------
+
+
 # -- rows and audit (inside the database transaction) ---------------------------------------
 
 

@@ -16,13 +16,15 @@ from django.utils.translation import gettext_lazy as _
 
 from .. import services
 from ..exceptions import FlagWriteError
-from ..models import Flag, FlagChange
+from ..models import Flag
 from .changelist import FlagListMixin
 from .environments import EnvironmentsMixin
+from .fleet import FleetMixin
 from .forms import FlagForm
+from .history import HistoryMixin
 
 
-class FlagAdmin(FlagListMixin, EnvironmentsMixin, admin.ModelAdmin):
+class FlagAdmin(FlagListMixin, HistoryMixin, FleetMixin, EnvironmentsMixin, admin.ModelAdmin):
     filter_horizontal = ("users", "groups")
     readonly_fields = ("zk_version", "created", "modified")
     change_form_template = "admin/django_zkflags/flag/change_form.html"
@@ -77,11 +79,6 @@ class FlagAdmin(FlagListMixin, EnvironmentsMixin, admin.ModelAdmin):
     def changeform_view(
         self, request: Any, object_id: Any = None, form_url: str = "", extra_context: Any = None
     ) -> Any:
-        extra_context = dict(extra_context or {})
-        if object_id is not None:
-            obj = self.get_object(request, object_id)
-            if obj is not None:
-                extra_context["flag_history"] = FlagChange.objects.filter(flag_name=obj.name)[:50]
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
         except FlagWriteError as exc:

@@ -1,12 +1,13 @@
-"""``manage.py zkflags`` subcommands (see :mod:`django_zkflags.management.commands.zkflags`)."""
+"""``manage.py zkflags`` subcommands (see :mod:`django_zkflags.management.commands.zkflags`).
+Each topic module lists its subcommands in ``COMMANDS``."""
 
 from __future__ import annotations
 
+from . import environments, flags, fleet, history, integrity
 from .base import Subcommand
-from .environments import Env, Host
-from .flags import List, Set, Status
-from .integrity import Check, Repair, Restore
 
 SUBCOMMANDS: dict[str, type[Subcommand]] = {
-    cls.name: cls for cls in (Status, List, Set, Env, Host, Check, Repair, Restore)
+    cls.name: cls
+    for module in (flags, environments, integrity, history, fleet)
+    for cls in module.COMMANDS
 }

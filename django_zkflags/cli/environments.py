@@ -116,3 +116,9 @@ class Host(Subcommand):
 
         services.update_environments(change, actor=services.command_actor(), source="command")
         self.stdout.write(f"host {name}: {'unpegged' if delete else f'pegged to {environment}'}")
+
+
+COMMANDS: tuple[type[Subcommand], ...] = (
+    Env,
+    Host,
+)

@@ -109,3 +109,10 @@ class Set(Subcommand):
         where = f" in {env}" if env else ""
         unchanged = " (unchanged)" if audit is None else ""
         self.stdout.write(f"{name}{where}: {rule.summary()} (version {stored.version}){unchanged}")
+
+
+COMMANDS: tuple[type[Subcommand], ...] = (
+    Status,
+    List,
+    Set,
+)

@@ -71,3 +71,10 @@ class Restore(Subcommand):
                 f"{change.flag_name}: restored to ZooKeeper (version {change.zk_version})"
             )
         self.stdout.write(f"Restored {len(restored)} flag(s).")
+
+
+COMMANDS: tuple[type[Subcommand], ...] = (
+    Check,
+    Repair,
+    Restore,
+)
