@@ -1,4 +1,7 @@
-"""Settings of the example project: SQLite next to this file, ZooKeeper from ZKFLAGS_URL."""
+"""Settings of the example project: SQLite next to this file, ZooKeeper from ZKFLAGS_URL.
+
+Settings come from the environment, else from ``example_project/.env`` (which ``make demo``
+writes, so that ``manage.py zkflags ...`` finds the demo's ZooKeeper with no export)."""
 
 from pathlib import Path
 
@@ -6,6 +9,7 @@ import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")  # the environment wins over the file
 
 SECRET_KEY = env.str("SECRET_KEY", default="example-project-not-secret")
 DEBUG = env.bool("DEBUG", default=True)
@@ -54,8 +58,13 @@ ZKFLAGS = {
     "SNAPSHOT_FILE": env.str("ZKFLAGS_SNAPSHOT_FILE", default=str(BASE_DIR / ".zkflags.snapshot"))
 }
 
+# Django's own logging stays (runserver's request lines, tracebacks); django-zkflags says
+# what it does at INFO: quiet while all is well, a line when something happens.
 LOGGING = {
     "version": 1,
+    "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"django_zkflags": {"handlers": ["console"], "level": "INFO"}},
+    "loggers": {
+        "django_zkflags": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 }
