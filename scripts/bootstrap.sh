@@ -10,11 +10,17 @@ as_root() {
     echo "bootstrap: need root (or sudo) to run: $*" >&2; return 1; fi
 }
 
-if [ ! -f /usr/share/java/zookeeper.jar ] || ! command -v java >/dev/null; then
-  echo "bootstrap: installing Debian's zookeeper package (and Java if missing)"
+# Debian packages: ZooKeeper (and Java) for the suite and the demo; Chromium for the
+# browser tests of the test extra (Playwright drives it; it cannot download browsers here).
+pkgs=()
+if [ ! -f /usr/share/java/zookeeper.jar ]; then pkgs+=(zookeeper); fi
+command -v java >/dev/null || pkgs+=(default-jre-headless)
+if [[ ",$EXTRAS," == *",test,"* ]] && ! command -v chromium >/dev/null; then
+  pkgs+=(chromium fonts-dejavu-core)
+fi
+if [ "${#pkgs[@]}" -gt 0 ]; then
+  echo "bootstrap: installing Debian packages: ${pkgs[*]}"
   as_root apt-get update -qq
-  pkgs=(zookeeper)
-  command -v java >/dev/null || pkgs+=(default-jre-headless)
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 fi
 

@@ -50,6 +50,7 @@ TEMPLATES = [
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 STATIC_URL = "static/"
 
 # zk://[user:password@]host:port[,host:port]/root -- `make demo` starts a local node on 2181.
