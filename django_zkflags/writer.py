@@ -16,8 +16,8 @@ environments document); it does not validate again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from kazoo.client import KazooClient
@@ -52,6 +52,7 @@ from .snapshot import (
 log = logging.getLogger("django_zkflags.writer")
 
 ENVIRONMENTS = "@environments"  # the name changes of the environments document go by
+BATCH = "@batch"  # the name of a change record that covers several flags
 
 T = TypeVar("T")
 
@@ -71,6 +72,16 @@ class WriteResult:
     changed: bool = True
     record_path: str | None = None
     action: str = ""  # "created", "changed" or "deleted"
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One flag of :meth:`FlagWriter.write_flags`: the rule to write (None deletes it) and
+    the znode version its editor started from (None: create it)."""
+
+    name: str
+    rule: FlagRule | None
+    expected_version: int | None
 
 
 @dataclass(frozen=True)
@@ -100,20 +111,48 @@ class ChangeNote:
 
         return encode_document(
             {
-                "id": self.id,
+                **self._who(),
                 "name": name,
                 "action": self.action or action,
                 "version": version,
                 "before": small(before),
                 "after": small(after),
-                "source": self.source,
-                "username": self.username,
-                "user_id": self.user_id,
-                "at": self.at,
-                "host": self.host,
-                "pid": self.pid,
             }
         )
+
+    #: A batch record larger than this leaves the documents out (names, actions and
+    #: versions stay), so that it never makes the transaction too large.
+    MAX_BATCH_RECORD_BYTES = 128 * 1024
+
+    def record_batch(self, results: Sequence[WriteResult]) -> bytes:
+        """One record for a batch of changes: ``{"name": "@batch", "changes": [...]}``."""
+        changes = [
+            {
+                "name": r.name,
+                "action": self.action or r.action,
+                "version": r.version,
+                "before": r.before,
+                "after": r.after,
+            }
+            for r in results
+        ]
+        data = encode_document({**self._who(), "name": BATCH, "changes": changes})
+        if len(data) > self.MAX_BATCH_RECORD_BYTES:
+            for change in changes:
+                change["before"] = change["after"] = {"omitted": "batch too large for the record"}
+            data = encode_document({**self._who(), "name": BATCH, "changes": changes})
+        return data
+
+    def _who(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "username": self.username,
+            "user_id": self.user_id,
+            "at": self.at,
+            "host": self.host,
+            "pid": self.pid,
+        }
 
 
 @dataclass
@@ -201,6 +240,106 @@ class FlagWriter:
             )
 
         return self._retrying(repr(name), attempt)
+
+    def write_flags(
+        self, items: Sequence[BatchItem], note: ChangeNote | None = None
+    ) -> list[WriteResult]:
+        """Create, change and delete several flags in **one** ``multi()``: all or nothing.
+
+        Each item says what its editor started from (``expected_version``: None creates);
+        if any flag is not there any more, nothing is written and :class:`FlagConflict`
+        names every flag that moved. Items that would change nothing are left out (their
+        result says ``changed=False``); when nothing is left, nothing is written. One change
+        record covers the batch. The whole transaction must fit in one ZooKeeper write
+        (``MAX_WRITE_BYTES``): about 2,000 small flags; more is :class:`FlagTooLarge`.
+        """
+        names = [item.name for item in items]
+        if len(set(names)) != len(names):
+            raise FlagWriteError("A flag appears twice in one batch")
+        for item in items:
+            validate_name(item.name)
+            if item.rule is not None and item.rule.name != item.name:
+                raise FlagWriteError(f"Item {item.name!r} carries the rule of {item.rule.name!r}")
+            if item.rule is None and item.expected_version is None:
+                raise FlagWriteError(f"Deleting {item.name!r} needs the version it is at")
+
+        def attempt() -> list[WriteResult]:
+            current = {item.name: self.reader.flag(item.name) for item in items}
+            moved = []
+            for item in items:
+                try:
+                    self._check_expected(item.name, item.expected_version, current[item.name])
+                except FlagConflict as exc:
+                    moved.append((item.name, exc))
+            if moved:
+                if len(moved) == 1:
+                    raise moved[0][1]
+                raise FlagConflict(
+                    f"{len(moved)} flags moved since they were read ("
+                    + ", ".join(name for name, _exc in moved)
+                    + "); nothing was saved.",
+                    current=None,
+                    current_version=None,
+                )
+            view = self._view_for_write()
+            tx = self.client.transaction()
+            results: list[WriteResult] = []
+            written: list[tuple[str, dict[str, Any] | None, int | None]] = []
+            sizes: list[int] = []
+            for item in items:
+                stored = current[item.name]
+                before = stored.document()
+                if item.rule is None:
+                    view.flags.pop(item.name, None)
+                    tx.delete(self.paths.flag(item.name), version=item.expected_version)
+                    written.append((item.name, None, None))
+                    results.append(
+                        WriteResult(item.name, None, before, None, True, None, "deleted")
+                    )
+                    continue
+                doc = item.rule.to_document()
+                entry = {**doc, "version": stored.version}
+                if before == doc and view.flags.get(item.name) == entry and not view.rebuilt:
+                    results.append(
+                        WriteResult(item.name, stored.version, doc, doc, False, None, "changed")
+                    )
+                    continue
+                data = encode_document(doc)
+                sizes.append(len(data))
+                if item.expected_version is None:
+                    tx.create(self.paths.flag(item.name), data, acl=self.acl)
+                    version, action = 0, "created"
+                else:
+                    tx.set_data(self.paths.flag(item.name), data, version=item.expected_version)
+                    version, action = item.expected_version + 1, "changed"
+                view.flags[item.name] = {**doc, "version": version}
+                written.append((item.name, doc, version))
+                results.append(WriteResult(item.name, version, before, doc, True, None, action))
+            if not written:
+                return results
+            record = (
+                note.record_batch([r for r in results if r.changed]) if note is not None else None
+            )
+
+            def read_back() -> bool:
+                return all(self._applied(name, doc, version) for name, doc, version in written)
+
+            record_path = self._commit(
+                tx,
+                view,
+                f"{len(written)} flags",
+                b"",
+                record,
+                read_back=read_back,
+                nodes=len(written),
+                total_node_bytes=sum(sizes),
+            )
+            return [
+                replace(result, record_path=record_path) if result.changed else result
+                for result in results
+            ]
+
+        return self._retrying(f"{len(items)} flags", attempt)
 
     def create_flag_node(self, rule: FlagRule, note: ChangeNote | None = None) -> WriteResult:
         """Create a flag znode (with its change record) *without* the snapshot: for a
@@ -409,8 +548,11 @@ class FlagWriter:
         record: bytes | None,
         *,
         read_back: Callable[[], bool],
+        nodes: int = 1,
+        total_node_bytes: int | None = None,
     ) -> str | None:
-        """Add the snapshot rewrite (and the change record) to ``tx`` and commit it.
+        """Add the snapshot rewrite (and the change record) to ``tx``, whose first
+        ``nodes`` operations change flag or environments znodes, and commit it.
         Returns the path of the change record created (None without one, or when the
         outcome had to be learnt by reading back).
 
@@ -418,7 +560,8 @@ class FlagWriter:
         resolves a commit cut off by a lost connection by reading back.
         """
         payload, inflated = encode_snapshot(view.flags, view.environments)
-        self._check_size(payload, node_data, what, extra=len(record or b""), inflated=inflated)
+        extra = len(record or b"") + (total_node_bytes or len(node_data)) - len(node_data)
+        self._check_size(payload, node_data, what, extra=extra, inflated=inflated)
         if view.version is None:
             tx.create(self.paths.snapshot, payload, acl=self.acl)
         else:
@@ -436,17 +579,20 @@ class FlagWriter:
                 ) from exc
             self._resolve_unknown_outcome(what, read_back, exc)
             return None
-        node_result, snapshot_result = results[0], results[1]
+        node_results, snapshot_result = results[:nodes], results[nodes]
         if not any(isinstance(result, Exception) for result in results):
-            return results[2] if record is not None else None  # type: ignore[no-any-return]
-        if record is not None and isinstance(results[2], NoNodeError):
+            return results[nodes + 1] if record is not None else None  # type: ignore[no-any-return]
+        if record is not None and isinstance(results[nodes + 1], NoNodeError):
             raise ForceRetryError()  # changes/ vanished (a root deleted meanwhile)
-        if isinstance(node_result, NoAuthError) or isinstance(snapshot_result, NoAuthError):
+        if any(isinstance(result, NoAuthError) for result in results):
             raise PermissionDenied(
                 "ZooKeeper refused the write (ACL): check the credentials in ZKFLAGS_URL"
             )
-        if isinstance(node_result, (BadVersionError, NodeExistsError, NoNodeError)):
-            # The changed znode moved: the next attempt re-reads it and reports the conflict.
+        if any(
+            isinstance(result, (BadVersionError, NodeExistsError, NoNodeError))
+            for result in node_results
+        ):
+            # A changed znode moved: the next attempt re-reads it and reports the conflict.
             raise ForceRetryError()
         if isinstance(
             snapshot_result,
