@@ -4,8 +4,10 @@ import logging
 import os
 import sys
 import threading
+from typing import Any
 
 from django.apps import AppConfig
+from django.core.signals import setting_changed
 from django.utils.translation import gettext_lazy as _
 
 from . import conf
@@ -46,11 +48,21 @@ class ZkFlagsConfig(AppConfig):
         from .cache import store
 
         store.set_default_active(bool(conf.get("UNKNOWN_FLAG_ACTIVE")))
+        store.set_declared(conf.declared_flags())
+        setting_changed.connect(_declared_changed, dispatch_uid="zkflags-declared")
         if should_autostart():
             started = runtime.start()
             threading.Thread(
                 target=settle_after_start, args=(started,), name="zkflags-settle", daemon=True
             ).start()
+
+
+def _declared_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting == "ZKFLAGS":
+        from .cache import store
+
+        conf.clear_caches()
+        store.set_declared(conf.declared_flags())
 
 
 def settle_after_start(started: object) -> None:

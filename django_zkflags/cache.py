@@ -23,6 +23,7 @@ class SnapshotStore:
         self._overrides: dict[int, tuple[str, bool]] = {}
         self._tokens = itertools.count(1)
         self._default_active = False
+        self._declared: Mapping[str, FlagRule] = {}
         self.current: Snapshot = EMPTY
 
     def reset_lock(self) -> None:
@@ -48,6 +49,14 @@ class SnapshotStore:
             changed = self._recompose()
         self._notify(changed)
 
+    def set_declared(self, rules: Mapping[str, FlagRule]) -> None:
+        """Flags declared in settings (``ZKFLAGS["FLAGS"]``): each answers its declared
+        default while ZooKeeper does not hold it."""
+        with self._lock:
+            self._declared = dict(rules)
+            changed = self._recompose()
+        self._notify(changed)
+
     def push_override(self, name: str, active: bool) -> int:
         with self._lock:
             token = next(self._tokens)
@@ -65,6 +74,9 @@ class SnapshotStore:
     def _recompose(self, base: Snapshot | None = None) -> frozenset[str]:
         base = self._base if base is None else base
         flags: Mapping[str, FlagRule] = base.flags
+        missing = [rule for name, rule in self._declared.items() if name not in flags]
+        if missing:  # ZooKeeper wins; a declared flag fills in only while it is not there
+            flags = {**{rule.name: rule for rule in missing}, **flags}
         if self._overrides:
             merged = dict(flags)
             for name, active in self._overrides.values():  # later overrides win

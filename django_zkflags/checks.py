@@ -10,6 +10,8 @@
   show on the technical 500 page and in the error e-mails to ADMINS.
 * zkflags.W005 -- (``check --deploy``) ZKFLAGS_URL has no credentials while DEBUG is False:
   the znodes the app creates are world-writable.
+* zkflags.W006 -- a flag declared in ZKFLAGS["FLAGS"] has a default that is not a boolean.
+* zkflags.W007 -- a flag declared in ZKFLAGS["FLAGS"] has an invalid name or unknown keys.
 """
 
 from __future__ import annotations
@@ -180,3 +182,43 @@ def _check_snapshot_bound() -> list[Any]:
             id="zkflags.E002",
         )
     ]
+
+
+@register(Tags.compatibility)
+def check_declared_flags(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """zkflags.W006 (a declared default that is not a boolean) and zkflags.W007 (a declared
+    name that is not a valid flag name, or an entry that is not understood)."""
+    from .rules import InvalidFlag, validate_name
+
+    declared = (getattr(settings, "ZKFLAGS", {}) or {}).get("FLAGS") or {}
+    problems: list[Any] = []
+    if not isinstance(declared, dict):
+        return [Error('ZKFLAGS["FLAGS"] must be a dict of flag names', id="zkflags.E002")]
+    for name, spec in declared.items():
+        try:
+            validate_name(name)
+        except InvalidFlag as exc:
+            problems.append(
+                Warning(f'ZKFLAGS["FLAGS"]: {exc}; it is ignored', id="zkflags.W007")
+            )
+            continue
+        default = spec.get("default", False) if isinstance(spec, dict) else spec
+        if not isinstance(default, bool):
+            problems.append(
+                Warning(
+                    f'ZKFLAGS["FLAGS"][{name!r}]: the default must be True or False, got '
+                    f"{default!r}; the flag is ignored",
+                    hint='Write {"name": False} or {"name": {"default": True, "note": "..."}}',
+                    id="zkflags.W006",
+                )
+            )
+        elif isinstance(spec, dict) and set(spec) - {"default", "note", "value"}:
+            unknown = sorted(set(spec) - {"default", "note", "value"})
+            problems.append(
+                Warning(
+                    f'ZKFLAGS["FLAGS"][{name!r}] has unknown key(s) {unknown}; known: '
+                    "default, note, value",
+                    id="zkflags.W007",
+                )
+            )
+    return problems

@@ -96,11 +96,23 @@ DEFAULTS: dict[str, Any] = {
     # Largest payload the client will send in one write; ZooKeeper's jute.maxbuffer is
     # 1 MiB and an oversize packet makes the server drop the connection.
     "MAX_WRITE_BYTES": 1000 * 1000,
+    # Flags declared in code: {"new-checkout": False, "search-v2": {"default": True,
+    # "note": "...", "value": ...}}. A declared flag ZooKeeper does not hold answers its
+    # declared default (not UNKNOWN_FLAG_ACTIVE); the admin offers to create it.
+    "FLAGS": {},
     # Largest snapshot, as JSON, that a process decodes (from ZooKeeper or its disk copy)
     # and a writer writes. A larger one is refused as corrupt before it is inflated: zlib
     # inflates up to ~1,000 times, so a 1 MB hand-written znode could be 1 GB in every
     # process at once. 100,000 small flags are about 8 to 18 MB. At least MAX_WRITE_BYTES.
     "MAX_SNAPSHOT_BYTES": 64 * 1024 * 1024,
+    # Register this process in the fleet (an ephemeral znode under <root>/fleet saying which
+    # snapshot it serves; the admin's Fleet page and `manage.py zkflags fleet` list them).
+    "FLEET": True,
+    # health/ answers 503 when this process serves no snapshot at all (never loaded one from
+    # ZooKeeper nor from its disk copy). With a number of seconds, also when the snapshot it
+    # serves was not confirmed current within that many seconds. None: never for staleness
+    # (a process that lost ZooKeeper keeps serving its last snapshot).
+    "HEALTH_MAX_STALENESS": None,
 }
 
 
@@ -342,3 +354,29 @@ def clear_caches() -> None:
 def _clear_caches(*, setting: str, **kwargs: Any) -> None:
     if setting == "ZKFLAGS" or setting in URL_SETTINGS:
         clear_caches()
+
+
+def declared_flags() -> dict[str, Any]:
+    """``ZKFLAGS["FLAGS"]`` as rules (``FlagRule``, no version), the invalid entries left
+    out (system checks zkflags.W006 and W007 report them)."""
+    from .rules import FlagRule, InvalidFlag
+
+    declared = get("FLAGS") or {}
+    rules: dict[str, Any] = {}
+    if not isinstance(declared, dict):
+        return rules
+    for name, spec in declared.items():
+        if isinstance(spec, bool):
+            spec = {"default": spec}
+        if not isinstance(spec, dict) or not isinstance(spec.get("default", False), bool):
+            continue
+        try:
+            rules[name] = FlagRule(
+                name,
+                everyone=bool(spec.get("default", False)),
+                note=str(spec.get("note") or "declared in settings"),
+                value=spec.get("value"),
+            )
+        except InvalidFlag:
+            continue
+    return rules
