@@ -223,12 +223,16 @@ class FlagChange(models.Model):
     DELETED = "deleted"
     REPAIRED = "repaired"
     RESTORED = "restored"
+    REVERTED = "reverted"
+    UNDELETED = "undeleted"
     ACTIONS = (
         (CREATED, _("created")),
         (CHANGED, _("changed")),
         (DELETED, _("deleted")),
         (REPAIRED, _("repaired from ZooKeeper")),
         (RESTORED, _("restored to ZooKeeper")),
+        (REVERTED, _("restored an earlier version")),
+        (UNDELETED, _("restored after deletion")),
     )
 
     flag_name = models.CharField(_("flag"), max_length=NAME_MAX_LENGTH, db_index=True)
@@ -265,7 +269,8 @@ class FlagChange(models.Model):
         verbose_name_plural = _("flag changes")
 
     def __str__(self) -> str:
-        return f"{self.flag_name} {self.action} by {self.username or 'system'} at {self.at:%Y-%m-%d %H:%M:%S}"
+        at = timezone.localtime(self.at) if timezone.is_aware(self.at) else self.at
+        return f"{self.flag_name} {self.action} by {self.username or 'system'} at {at:%Y-%m-%d %H:%M:%S %Z}"
 
     def changed_fields(self) -> list[str]:
         before = self.before or {}
