@@ -4,7 +4,8 @@ Started by ``AppConfig.ready`` (see :mod:`django_zkflags.apps`), started again i
 child, closed with a bound when the interpreter exits, and re-pointed when ``ZKFLAGS_URL`` or
 ``ZKFLAGS_PASSWORD`` changes under ``override_settings``. Data flows one way: the watch
 hands snapshot bytes to :meth:`FlagRuntime._on_snapshot`, which compiles them and publishes
-to the cache.
+to the cache, then tells this process's fleet entry (:class:`~django_zkflags.fleet.FleetMember`,
+written off the watch's thread) what it now serves.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from typing import Any
 
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from kazoo.client import KazooState
 from kazoo.protocol.states import ZnodeStat
 
 from . import conf
 from .cache import store
 from .client import Paths, Requests, acl_for, gevent_patched, make_client
 from .diskcopy import SnapshotFile
+from .fleet import FleetMember, FleetReport, identity, read_fleet
 from .history_reset import HistoryReset
 from .kazoo_compat import abandon_in_forked_child, forget_exit_hook
 from .reader import TreeReader
@@ -57,10 +60,15 @@ class FlagRuntime:
         own_directory = conf.get("SNAPSHOT_FILE") == "default"
         self.snapshot_file = SnapshotFile(path, own_directory) if path else None
         self.watch: NodeWatch | None = None
+        self.fleet: FleetMember | None = None
         self.history_reset = HistoryReset(self.client, float(conf.get("RESET_HISTORY_AFTER")))
         self.loaded = threading.Event()  # set once a snapshot came from ZooKeeper
         self.last_error: str | None = None
         self.pid = os.getpid()
+        self.started_at = time.time()
+        # The snapshot znode's version last applied from ZooKeeper, and when (wall clock).
+        self.applied_version: int | None = None
+        self.applied_at: float | None = None
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -80,6 +88,16 @@ class FlagRuntime:
         if store.base.source == "empty":
             self.load_file()
         self.connect()
+        if conf.get("FLEET"):
+            # Before the watch: no snapshot it applies can be missed by the fleet entry.
+            self.fleet = FleetMember(
+                self.client,
+                self.url.root,
+                acl_for(self.url),
+                {**identity(conf.hostname(), self.started_at), **self._fleet_fields()},
+                timeout=float(conf.get("SESSION_TIMEOUT")),
+            )
+            self.fleet.start()
         self.watch = NodeWatch(
             self.client,
             self.paths.snapshot,
@@ -96,6 +114,8 @@ class FlagRuntime:
         """Stop watching and close the session, never taking much more than ``timeout``."""
         if self.watch is not None:
             self.watch.stop(timeout=min(timeout, 0.5))
+        if self.fleet is not None:
+            self.fleet.stop(timeout=min(timeout, 0.5))  # closing the session drops its node
         self.history_reset.stop()
 
         def _stop() -> None:
@@ -116,6 +136,9 @@ class FlagRuntime:
         """Forget this runtime in a forked child without touching the parent's session."""
         abandon_in_forked_child(self.client)
         self.watch = None
+        if self.fleet is not None:
+            self.fleet.abandon()  # the parent's node stays the parent's
+            self.fleet = None
 
     # -- editors' access (services) --------------------------------------------------------
 
@@ -125,6 +148,15 @@ class FlagRuntime:
 
     def reader(self) -> TreeReader:
         return TreeReader(self.requests(), self.paths, max_snapshot_bytes=max_snapshot_bytes())
+
+    def read_fleet(self, timeout: float | None = None) -> FleetReport:
+        """Every process's fleet entry (see :func:`django_zkflags.fleet.read_fleet`); raises
+        ZooKeeperUnavailable at once while disconnected."""
+        self.connect()
+        if timeout is None:
+            timeout = float(conf.get("WRITE_TIMEOUT"))
+        requests = Requests(self.client, self.url, timeout)
+        return read_fleet(requests, self.url.root, self.paths.snapshot)
 
     def writer(self, check_empty_tree: Callable[[], None] | None = None) -> FlagWriter:
         return FlagWriter(
@@ -177,13 +209,34 @@ class FlagRuntime:
         except ValueError as exc:
             self.last_error = str(exc)
             log.error("Ignoring an unreadable snapshot at %s: %s", self.paths.snapshot, exc)
+            if self.fleet is not None:
+                self.fleet.applied(error=self.last_error)
             return
         store.publish(snapshot)
         self.last_error = None
+        self.applied_version = stat.version if stat is not None else None
+        self.applied_at = time.time()
         self.loaded.set()
+        if self.fleet is not None:
+            self.fleet.applied(**self._fleet_fields(snapshot))
         if self.snapshot_file is not None:
             # No snapshot node yet is "no flags": keep it in a form load_file() accepts.
             self.snapshot_file.save(data if data is not None else _EMPTY_PAYLOAD, zxid)
+
+    def _fleet_fields(self, snapshot: Snapshot | None = None) -> dict[str, Any]:
+        """What this process serves, for its fleet entry (a few attribute reads)."""
+        snapshot = store.base if snapshot is None else snapshot
+        from_zookeeper = snapshot.source == "zookeeper"
+        return {
+            "environment": snapshot.environment,
+            "version": self.applied_version if from_zookeeper else None,
+            "zxid": snapshot.zxid,
+            "source": snapshot.source,
+            "flags": len(snapshot.flags),
+            "invalid": len(snapshot.errors),
+            "applied_at": round(self.applied_at, 3) if self.applied_at is not None else None,
+            "error": self.last_error,
+        }
 
     def load_file(self) -> bool:
         """Serve the last-known snapshot from disk until ZooKeeper answers."""
@@ -209,6 +262,14 @@ class FlagRuntime:
     def status(self) -> dict[str, Any]:
         snapshot = store.base
         watch = self.watch
+        now = time.monotonic()
+        if watch is None or (watch.confirmed_at is None and watch.state != KazooState.CONNECTED):
+            heard = None  # never heard from ZooKeeper
+        elif watch.state == KazooState.CONNECTED:
+            heard = 0.0  # kazoo hears from it at least every third of the session timeout
+        else:
+            heard = round(now - watch.state_changed_at, 3)
+        fleet = self.fleet
         return {
             "hosts": self.url.hosts,
             "root": self.url.root,
@@ -219,14 +280,19 @@ class FlagRuntime:
             "reads": watch.reads if watch else 0,
             "flags": len(snapshot.flags),
             "zxid": snapshot.zxid,
+            # The snapshot znode's version served (None: not applied from ZooKeeper).
+            "version": self.applied_version if snapshot.source == "zookeeper" else None,
+            "applied_at": self.applied_at,
             "source": snapshot.source,
             "environment": snapshot.environment,
             "environment_chain": list(snapshot.chain),
             "invalid_flags": dict(snapshot.errors),
             "last_error": self.last_error or (watch.last_error if watch else None),
             # How stale this process may be: when it last knew it held the latest snapshot.
+            # Seconds since this process last heard from ZooKeeper (0 while connected).
+            "last_heard_seconds_ago": heard,
             "confirmed_seconds_ago": (
-                round(time.monotonic() - watch.confirmed_at, 3)
+                round(now - watch.confirmed_at, 3)
                 if watch is not None and watch.confirmed_at is not None
                 else None
             ),
@@ -235,6 +301,7 @@ class FlagRuntime:
             "history_resets": self.history_reset.resets,
             "snapshot_file": self.snapshot_file.path if self.snapshot_file else None,
             "pid": self.pid,
+            "fleet_node": fleet.path if fleet is not None else None,
         }
 
 
