@@ -1,4 +1,4 @@
-"""Flags: status, list, set."""
+"""Flags: list, set. (``status`` is in :mod:`.fleet`.)"""
 
 from __future__ import annotations
 
@@ -7,24 +7,9 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
-from .. import runtime, services
+from .. import services
 from ..rules import FlagRule, InvalidFlag, validate_name, validate_percent
 from .base import Subcommand
-
-
-class Status(Subcommand):
-    name = "status"
-    help = "Connection and snapshot of this process."
-
-    @classmethod
-    def add_arguments(cls, parser: Any) -> None:
-        parser.add_argument(
-            "--wait", type=float, default=3.0, help="seconds to wait for the first snapshot"
-        )
-
-    def handle(self, wait: float = 3.0, **options: Any) -> None:
-        rt = runtime.start(wait=wait)
-        self.stdout.write(json.dumps(rt.status(), indent=2, default=str))
 
 
 class List(Subcommand):
@@ -112,7 +97,6 @@ class Set(Subcommand):
 
 
 COMMANDS: tuple[type[Subcommand], ...] = (
-    Status,
     List,
     Set,
 )
