@@ -39,7 +39,7 @@ from django.db import router, transaction
 from django.utils import timezone
 
 from . import runtime
-from .exceptions import FlagWriteError
+from .exceptions import FlagConflict, FlagWriteError
 from .models import Flag, FlagChange
 from .reader import ChangeRecord, StoredEnvironments, StoredFlag, StoredSnapshot
 from .rules import FlagRule, InvalidFlag, validate_environments_document, validate_name
@@ -534,6 +534,69 @@ def restore(*, actor: Actor = None, names: Iterable[str] | None = None) -> list[
 # -- quick toggles (the admin's flag list) --------------------------------------------------
 
 
+class StaleToggle(FlagConflict):
+    """A quick toggle from a page drawn before the flag last changed (or was deleted)."""
+
+
+def toggle_flag(
+    name: str,
+    everyone: bool | None,
+    *,
+    expected_version: int,
+    actor: Actor = None,
+    source: str = "admin toggle",
+) -> FlagChange | None:
+    """Turn one flag on (``everyone=True``) or off (``False``) for everyone, or back to its
+    rules (``None``), from the znode version the editor's page showed: a versioned write
+    through :func:`save_flag`, audited with ``actor`` and ``source``. Everything else in
+    the flag is kept as ZooKeeper holds it (an invalid znode starts from the admin row, as
+    :func:`update_flag` does).
+
+    Returns the audit row, or None when the flag was already so (nothing written). Raises
+    :class:`StaleToggle` when the flag moved since ``expected_version``, naming who changed
+    it and what it is now; nothing is changed then."""
+    stored = read_flag(name)
+    if stored.version != expected_version:
+        raise _stale_toggle(name, expected_version, stored)
+    doc = stored.document()
+    if doc is None:
+        row = Flag.objects.filter(name=name).first()
+        doc = (row.to_rule() if row is not None else FlagRule(name)).to_document()
+    rule = FlagRule.from_document({**doc, "everyone": everyone}, name=name)
+    try:
+        return save_flag(rule, expected_version=expected_version, actor=actor, source=source)
+    except FlagConflict:  # it moved between the read above and the write
+        raise _stale_toggle(name, expected_version, read_flag(name)) from None
+
+
+def _stale_toggle(name: str, expected_version: int, stored: StoredFlag) -> StaleToggle:
+    """The refusal of a stale toggle: who changed the flag (its audit row for the version
+    ZooKeeper holds, when there is one yet) and what it is now."""
+    last = FlagChange.objects.filter(flag_name=name).order_by("-at", "-pk").first()
+    audited = last is not None and (
+        last.zk_version == stored.version if stored.exists else last.action == FlagChange.DELETED
+    )
+    if audited:
+        assert last is not None
+        who = f"{last.username or 'the system'} ({last.source or 'unknown source'})"
+    else:
+        who = "someone else (no audit row for that version yet)"
+    if not stored.exists:
+        what, now = "deleted", ""
+    elif stored.rule is None:
+        what = "changed"
+        now = f"; it is now invalid in ZooKeeper (version {stored.version}: {stored.error})"
+    else:
+        what, now = "changed", f"; it is now {stored.rule.summary()} (version {stored.version})"
+    return StaleToggle(
+        f"Not toggled: {name} was {what} by {who} since this page was drawn (at version "
+        f"{expected_version}){now}. Nothing was saved: look again, then toggle from the page "
+        "as it is now.",
+        current=stored.document(),
+        current_version=stored.version,
+    )
+
+
 # -- history and revert ---------------------------------------------------------------------
 
 
@@ -792,6 +855,8 @@ __all__ = [
     "save_flag",
     "set_everyone",
     "settle_changes",
+    "StaleToggle",
+    "toggle_flag",
     "pending_changes",
     "update_environments",
     "update_flag",
