@@ -587,7 +587,7 @@ def _stale_toggle(name: str, expected_version: int, stored: StoredFlag) -> Stale
         what = "changed"
         now = f"; it is now invalid in ZooKeeper (version {stored.version}: {stored.error})"
     else:
-        what, now = "changed", f"; it is now {stored.rule.summary()} (version {stored.version})"
+        what, now = "changed", f"; it is now {stored.rule.summary()} at version {stored.version}"
     return StaleToggle(
         f"Not toggled: {name} was {what} by {who} since this page was drawn (at version "
         f"{expected_version}){now}. Nothing was saved: look again, then toggle from the page "

@@ -206,7 +206,7 @@ def test_a_toggle_from_a_page_drawn_before_a_change_is_refused_and_changes_nothi
     [message] = messages_of(response)
     assert message == (
         "Not toggled: contested was changed by alice (admin toggle) since this page was "
-        "drawn (at version 0); it is now off for everyone (version 1). Nothing was saved: "
+        "drawn (at version 0); it is now off for everyone at version 1. Nothing was saved: "
         "look again, then toggle from the page as it is now."
     )
     nothing_changed(zkflags, flag, before)
@@ -221,7 +221,7 @@ def test_a_toggle_from_a_page_drawn_before_a_change_is_refused_and_changes_nothi
     response = editor_client.post(action, {**fields, "everyone": "off"}, follow=True)
     [message] = messages_of(response)
     assert "contested was changed by someone else (no audit row for that version yet)" in message
-    assert "it is now staff (version 2)" in message
+    assert "it is now staff at version 2" in message
     nothing_changed(zkflags, flag, before)
 
     # Deleted meanwhile: refused, naming who deleted it; nothing is created again.
