@@ -77,9 +77,12 @@ _cache_lock = threading.Lock()
 _cache: tuple[Any, float, FleetSummary] | None = None
 
 
-def cached_fleet_summary(max_age: float = SUMMARY_MAX_AGE) -> FleetSummary:
-    """:func:`read_fleet_summary`, reused for ``max_age`` seconds (per ZooKeeper location)."""
+def cached_fleet_summary(max_age: float | None = None) -> FleetSummary:
+    """:func:`read_fleet_summary`, reused for ``max_age`` seconds (:data:`SUMMARY_MAX_AGE`
+    by default) per ZooKeeper location."""
     global _cache
+    if max_age is None:
+        max_age = SUMMARY_MAX_AGE
     key = runtime.get_runtime().url
     now = time.monotonic()
     with _cache_lock:

@@ -149,7 +149,8 @@ def test_the_entry_follows_every_applied_snapshot(zkflags, direct):
             what=f"entry at snapshot version {stat.version}",
         )
         assert entries(direct, zkflags.root)[fleet.name]["zxid"] == stat.mzxid
-    assert fleet.writes >= 3 and fleet.creates == 1
+    wait_until(lambda: fleet.writes >= 3, what="three writes counted")  # counted just after
+    assert fleet.creates == 1
 
 
 def test_the_entry_with_credentials_carries_the_apps_acl(zk_server, settings, kazoo_clients):
@@ -188,7 +189,7 @@ def test_a_new_session_registers_again(zkflags, direct, kazoo_clients):
     )
     node = wait_until(lambda: direct.exists(fleet.path), what="the entry, registered again")
     assert node.ephemeralOwner == client.client_id[0]
-    assert fleet.creates == 2
+    wait_until(lambda: fleet.creates == 2, what="the count of the new create")  # set just after
     # And it is still updated after a write.
     zkflags.write("banner", everyone=True)
     stat = snapshot_stat(direct, zkflags.root)
@@ -286,7 +287,10 @@ def test_the_list_header_and_the_fleet_page(zkflags, direct, admin_client, other
 
 
 @pytest.mark.django_db
-def test_the_header_is_cached_for_a_moment(zkflags, direct, admin_client, other_member):
+def test_the_header_is_cached_for_a_moment(
+    zkflags, direct, admin_client, other_member, monkeypatch
+):
+    monkeypatch.setattr(admin_fleet, "SUMMARY_MAX_AGE", 60.0)  # 2 s: too short on a busy box
     own_entry(zkflags, direct)
     assert "applied by 1 of 1 process" in admin_client.get(ADMIN).content.decode()
     other_member(pid=77)
@@ -309,7 +313,8 @@ def test_zookeeper_away_says_fleet_unknown_never_500(settings, admin_client):
         response = admin_client.get(FLEET_URL)
         assert response.status_code == 200
         assert "fleet unknown: ZooKeeper unreachable" in response.content.decode()
-        assert time.monotonic() - started < 3.0  # no wait for a connection
+        # No wait for a connection (a read that waited would take WRITE_TIMEOUT, 3 s, each).
+        assert time.monotonic() - started < 5.0
     finally:
         runtime.stop()
 
@@ -395,6 +400,9 @@ def test_reading_a_fleet_of_50_processes(zkflags, direct, admin_client, kazoo_cl
         members.append(member)
     try:
         wait_until(lambda: len(entries(direct, zkflags.root)) == 50, what="50 entries")
+        mzxid = snapshot_stat(direct, zkflags.root).mzxid
+        own = zkflags.runtime.fleet.name
+        wait_until(lambda: entries(direct, zkflags.root)[own]["zxid"] == mzxid)
         reads = []
         for _ in range(30):
             started = time.perf_counter()
@@ -430,3 +438,23 @@ def test_reading_a_fleet_of_50_processes(zkflags, direct, admin_client, kazoo_cl
     finally:
         for member in members:
             member.stop()
+
+
+def test_registration_costs_the_watch_thread_microseconds(zkflags, direct):
+    """What applying a snapshot pays for the fleet: building the entry's fields and setting
+    an event (the write is on the fleet's own thread). Printed for the report; the bound
+    only catches a request made on the watch's thread (that would be milliseconds)."""
+    zkflags.write("banner", everyone=True)
+    rt = zkflags.runtime
+    fleet = rt.fleet
+    rounds = 20_000
+    started = time.perf_counter()
+    for _ in range(rounds):
+        fleet.applied(**rt._fleet_fields())
+    per_call = (time.perf_counter() - started) / rounds
+    print(f"\n[fleet] per applied snapshot, on the watch's thread: {per_call * 1e6:.1f} µs")
+    assert per_call < 0.001
+    # The burst collapsed: the entry holds the latest state, written a handful of times.
+    stat = snapshot_stat(direct, zkflags.root)
+    wait_until(lambda: entries(direct, zkflags.root)[fleet.name]["zxid"] == stat.mzxid)
+    assert fleet.writes < 100
