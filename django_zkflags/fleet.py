@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.exceptions import NoAuthError, NodeExistsError, NoNodeError
 
 from . import __version__
 from .client import Requests
@@ -97,7 +97,10 @@ class FleetMember:
     * after a snapshot was applied it writes the node's data (one unversioned ``set``);
       a burst of snapshots collapses into one write of the latest state;
     * a node found gone (deleted by hand, the root deleted) is created again at the next
-      write; the path up to it is created with the app's ACL, level by level.
+      write; the path up to it is created with the app's ACL, level by level;
+    * a failure is logged once and retried with a back-off (up to 5 s), except a refusal by
+      the ACL (credentials that may not create under the root), retried only with the next
+      snapshot or session.
 
     It holds no watch. While disconnected it does nothing (the next CONNECTED wakes it).
     A forked child makes a member of its own (a new token and pid): it never touches its
@@ -196,6 +199,8 @@ class FleetMember:
                 if error != self.last_error:
                     log.warning("Registering in the fleet (%s) failed: %s", self.path, error)
                 self.last_error = error
+                if isinstance(exc, NoAuthError):
+                    continue  # the ACL refuses: try again with the next snapshot or session
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 if self.client.connected:

@@ -172,6 +172,32 @@ def test_the_entry_with_credentials_carries_the_apps_acl(zk_server, settings, ka
         runtime.stop()
 
 
+def test_a_root_the_app_may_not_write_to_costs_one_warning(
+    zk_server, settings, kazoo_clients, caplog
+):
+    import uuid
+
+    from kazoo.security import READ_ACL_UNSAFE, make_digest_acl
+
+    root = f"/fleet-ro-{uuid.uuid4().hex[:8]}"
+    operator = kazoo_clients(zk_server.hosts, auth=("operator", "pw"))
+    operator.create(root, b"", acl=[make_digest_acl("operator", "pw", all=True), *READ_ACL_UNSAFE])
+    settings.ZKFLAGS_URL = f"zk://{zk_server.hosts}{root}"
+    rt = runtime.start(wait=BOUND)
+    try:
+        fleet = rt.fleet
+        assert fleet is not None and rt.loaded.is_set()  # serving regardless
+        wait_until(lambda: "NoAuth" in str(fleet.last_error), what="the refusal")
+        rt.watch.reload()  # another applied snapshot: one more attempt, refused the same way
+        wait_until(lambda: rt.watch.reads >= 2, what="the re-read")
+        warnings = [r for r in caplog.records if "Registering in the fleet" in r.getMessage()]
+        assert len(warnings) == 1, warnings
+        assert operator.exists(fleet_path(root)) is None
+        assert fleet.alive
+    finally:
+        runtime.stop()
+
+
 def test_a_new_session_registers_again(zkflags, direct, kazoo_clients):
     fleet = zkflags.runtime.fleet
     own_entry(zkflags, direct)
