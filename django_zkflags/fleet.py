@@ -302,6 +302,10 @@ class Member:
         return value if isinstance(value, int) else 0
 
     @property
+    def zxid_hex(self) -> str:
+        return f"{self.zxid:#x}"
+
+    @property
     def applied_at(self) -> float | None:
         return self._get("applied_at")
 
@@ -338,6 +342,10 @@ class FleetReport:
     snapshot_version: int | None
     read_at: float = field(default_factory=time.time)
     read_seconds: float = 0.0
+
+    @property
+    def snapshot_zxid_hex(self) -> str | None:
+        return f"{self.snapshot_zxid:#x}" if self.snapshot_zxid is not None else None
 
     def is_current(self, member: Member) -> bool:
         return self.snapshot_zxid is None or member.zxid >= self.snapshot_zxid
