@@ -420,6 +420,12 @@ class FlagRule:
         rule._base = self
         return rule
 
+    @property
+    def base(self) -> FlagRule:
+        """The rule as stored in ZooKeeper, before this process's environment overrides
+        (itself when none applied)."""
+        return self._base
+
     def describes(self, entry: Mapping[str, Any]) -> bool:
         """Does the snapshot ``entry`` (a document and its version) describe exactly the
         rule this one was compiled from? Compared field by field without building anything:

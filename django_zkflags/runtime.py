@@ -252,7 +252,7 @@ class FlagRuntime:
             log.warning("Ignoring the snapshot file %s: %s", self.snapshot_file.path, exc)
             return False
         store.publish(snapshot)
-        log.info(
+        log.debug(  # start() warns if ZooKeeper does not answer within STARTUP_TIMEOUT
             "Serving %d flags from %s until ZooKeeper answers",
             len(snapshot),
             self.snapshot_file.path,

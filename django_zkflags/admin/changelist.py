@@ -54,7 +54,7 @@ SERVED_WAIT = 2.0
 def stored_rule(rule: FlagRule) -> FlagRule:
     """The rule as ZooKeeper stores it, before this process's environment overrides (a rule
     compiled for an environment keeps it; see FlagRule.for_environment)."""
-    return getattr(rule, "_base", rule)
+    return rule.base
 
 
 def override_summary(base: FlagRule, override: Mapping[str, Any]) -> str:

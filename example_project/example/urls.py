@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -8,4 +8,5 @@ urlpatterns = [
     path("beta/", views.beta, name="beta"),
     path("status/", views.status, name="status"),
     path("admin/", admin.site.urls),
+    path("zkflags/", include("django_zkflags.urls")),  # /zkflags/health/
 ]

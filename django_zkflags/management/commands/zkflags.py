@@ -11,6 +11,8 @@ zkflags check                  report drift between ZooKeeper and the admin's ro
 zkflags repair                 rebuild the snapshot from the flag znodes and make the
                                rows mirror ZooKeeper (audited as "repaired")
 zkflags restore [NAME...]      write admin rows back to ZooKeeper for flags it lost
+zkflags fleet [--json]         every running process and the snapshot it serves
+zkflags references [--json] [--fail-on-unused]   flags the code uses, and does not
 
 Every change goes through django_zkflags.services, audited with source "command" and the
 operating system's user.
