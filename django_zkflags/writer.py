@@ -242,9 +242,14 @@ class FlagWriter:
         return self._retrying(repr(name), attempt)
 
     def write_flags(
-        self, items: Sequence[BatchItem], note: ChangeNote | None = None
+        self,
+        items: Sequence[BatchItem],
+        note: ChangeNote | None = None,
+        environments: tuple[dict[str, Any], int | None] | None = None,
     ) -> list[WriteResult]:
         """Create, change and delete several flags in **one** ``multi()``: all or nothing.
+        ``environments`` (a validated document and the version its editor started from)
+        replaces the environments document in the same transaction; its result comes last.
 
         Each item says what its editor started from (``expected_version``: None creates);
         if any flag is not there any more, nothing is written and :class:`FlagConflict`
@@ -271,6 +276,21 @@ class FlagWriter:
                     self._check_expected(item.name, item.expected_version, current[item.name])
                 except FlagConflict as exc:
                     moved.append((item.name, exc))
+            env_current = self.reader.environments() if environments is not None else None
+            if environments is not None and env_current is not None:
+                if env_current.version != environments[1]:
+                    moved.append(
+                        (
+                            ENVIRONMENTS,
+                            FlagConflict(
+                                "The environments were changed by someone else (ZooKeeper is "
+                                f"at version {env_current.version}, you started from "
+                                f"{environments[1]}); nothing was saved.",
+                                current=env_current.document,
+                                current_version=env_current.version,
+                            ),
+                        )
+                    )
             if moved:
                 if len(moved) == 1:
                     raise moved[0][1]
@@ -315,6 +335,37 @@ class FlagWriter:
                 view.flags[item.name] = {**doc, "version": version}
                 written.append((item.name, doc, version))
                 results.append(WriteResult(item.name, version, before, doc, True, None, action))
+            if environments is not None and env_current is not None:
+                env_doc, env_expected = environments
+                unchanged = env_current.document == env_doc and view.environments == env_doc
+                if env_current.error is None and unchanged and not view.rebuilt:
+                    results.append(
+                        WriteResult(
+                            ENVIRONMENTS,
+                            env_current.version,
+                            env_doc,
+                            env_doc,
+                            False,
+                            None,
+                            "changed",
+                        )
+                    )
+                else:
+                    data = encode_document(env_doc)
+                    sizes.append(len(data))
+                    if env_expected is None:
+                        tx.create(self.paths.environments, data, acl=self.acl)
+                        version, action = 0, "created"
+                    else:
+                        tx.set_data(self.paths.environments, data, version=env_expected)
+                        version, action = env_expected + 1, "changed"
+                    view.environments = env_doc
+                    written.append((ENVIRONMENTS, env_doc, version))
+                    results.append(
+                        WriteResult(
+                            ENVIRONMENTS, version, env_current.document, env_doc, True, None, action
+                        )
+                    )
             if not written:
                 return results
             record = (
@@ -322,7 +373,14 @@ class FlagWriter:
             )
 
             def read_back() -> bool:
-                return all(self._applied(name, doc, version) for name, doc, version in written)
+                for name, doc, version in written:
+                    if name == ENVIRONMENTS:
+                        stored = self.reader.environments()
+                        if (stored.document, stored.version) != (doc, version):
+                            return False
+                    elif not self._applied(name, doc, version):
+                        return False
+                return True
 
             record_path = self._commit(
                 tx,

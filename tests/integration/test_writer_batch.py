@@ -89,3 +89,22 @@ def test_a_batch_larger_than_one_write_is_refused_whole(zkflags, settings):
     with pytest.raises(FlagTooLarge):
         zkflags.writer.write_flags(big)
     assert zkflags.reader.flag_names() == []
+
+
+def test_the_environments_document_goes_in_the_same_transaction(zkflags):
+    zkflags.write("a", percent=1.0)
+    document = {"parents": {"staging": None}, "hosts": {}}
+    results = zkflags.writer.write_flags(
+        [BatchItem("a", FlagRule("a", environments={"staging": {"everyone": True}}), 0)],
+        environments=(document, None),
+    )
+    assert [(r.name, r.version) for r in results] == [("a", 1), ("@environments", 0)]
+    stored = zkflags.reader.environments()
+    assert (stored.document, stored.version) == (document, 0)
+    assert zkflags.reader.snapshot().environments == document
+    # A moved environments document refuses the whole batch.
+    with pytest.raises(FlagConflict, match="environments"):
+        zkflags.writer.write_flags(
+            [BatchItem("a", FlagRule("a", percent=9.0), 1)], environments=(document, None)
+        )
+    assert zkflags.read("a")[1] == 1
