@@ -1,4 +1,10 @@
-"""The Environments page: the environments document, versioned like a flag and audited."""
+"""The Environments page: the environments document, versioned like a flag and audited.
+
+Like the flag form: a save waits at most ``ZKFLAGS["ADMIN_WRITE_TIMEOUT"]`` for ZooKeeper,
+and a refused save shows the page again with what was typed and why (for a conflict, what
+ZooKeeper holds now beside it). Opened while ZooKeeper cannot be read, the page shows the
+document this process last saw, read-only.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,15 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from .. import runtime, services
+from .. import conf, runtime, services
 from ..exceptions import FlagWriteError
 from ..models import FlagChange
 from ..rules import InvalidFlag
 from ..writer import ENVIRONMENTS
+from . import offline
 from .forms import EnvironmentsForm
 
 if TYPE_CHECKING:  # a mixin of FlagAdmin: type-check it as a ModelAdmin
@@ -48,7 +56,8 @@ class EnvironmentsMixin(AdminBase):
             form = EnvironmentsForm(request.POST)
             if form.is_valid():
                 try:
-                    services.save_environments(
+                    offline.wait_for_zookeeper(offline.admin_write_timeout())
+                    change = services.save_environments(
                         form.cleaned_data["document"],
                         expected_version=form.cleaned_data["version_seen"],
                         actor=request.user,
@@ -57,28 +66,25 @@ class EnvironmentsMixin(AdminBase):
                 except InvalidFlag as exc:
                     form.add_error("document", str(exc))  # shown with what was typed
                 except FlagWriteError as exc:
-                    self.message_user(request, str(exc), level=messages.ERROR)
-                    return HttpResponseRedirect(request.get_full_path())
+                    form.show_refusal(exc)  # shown with what was typed
                 else:
-                    self.message_user(request, _("Environments saved."))
+                    if change is None:
+                        self.message_user(
+                            request,
+                            _("Nothing changed: the environments already are as the form says."),
+                            level=messages.INFO,
+                        )
+                    else:
+                        self.message_user(
+                            request,
+                            _("Environments saved (version %(version)s).")
+                            % {"version": change.zk_version},
+                        )
                     return HttpResponseRedirect(request.get_full_path())
         else:
-            try:
-                stored = services.read_environments()
-                doc, version = stored.document, stored.version
-                if stored.error is not None:
-                    self.message_user(
-                        request,
-                        _(
-                            "The environments document in ZooKeeper is invalid (%s); saving replaces it."
-                        )
-                        % stored.error,
-                        level=messages.WARNING,
-                    )
-            except FlagWriteError as exc:
-                self.message_user(request, str(exc), level=messages.ERROR)
-                doc, version = {"parents": {}, "hosts": {}}, None
-            form = EnvironmentsForm(initial={"document": doc, "version_seen": version})
+            form = self._unbound_form(request)
+            if form.fields["document"].disabled:
+                can_change = False
         context = {
             **self.admin_site.each_context(request),
             "title": _("Environments"),
@@ -86,6 +92,42 @@ class EnvironmentsMixin(AdminBase):
             "form": form,
             "can_change": can_change,
             "this_process": runtime.status(),
+            "this_host": conf.hostname(),
+            "current": form.current,
             "history": FlagChange.objects.filter(flag_name=ENVIRONMENTS)[:20],
         }
         return TemplateResponse(request, "admin/django_zkflags/environments.html", context)
+
+    def _unbound_form(self, request: Any) -> EnvironmentsForm:
+        """The document as ZooKeeper holds it; while it cannot be read, as this process
+        last saw it, read-only."""
+        try:
+            offline.wait_for_zookeeper(offline.page_wait())
+            stored = services.read_environments()
+        except FlagWriteError as exc:
+            document = offline.last_seen_environments()
+            if document is not None:
+                text = gettext(
+                    "ZooKeeper is unreachable: showing the environments this process last "
+                    "saw; saving is disabled until it is back. (%(error)s)"
+                )
+            else:
+                text = gettext(
+                    "ZooKeeper is unreachable and this process has no copy of the "
+                    "environments document; saving is disabled until it is back. (%(error)s)"
+                )
+            self.message_user(request, text % {"error": exc}, level=messages.WARNING)
+            form = EnvironmentsForm(initial={"document": document, "version_seen": None})
+            for field in form.fields.values():
+                field.disabled = True
+            return form
+        if stored.error is not None:
+            self.message_user(
+                request,
+                _("The environments document in ZooKeeper is invalid (%s); saving replaces it.")
+                % stored.error,
+                level=messages.WARNING,
+            )
+        return EnvironmentsForm(
+            initial={"document": stored.document, "version_seen": stored.version}
+        )

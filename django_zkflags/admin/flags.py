@@ -4,6 +4,13 @@ The change form starts from what ZooKeeper holds (not the database row) and reme
 znode version it showed; the save is refused if ZooKeeper moved on meanwhile. Every change
 goes through :mod:`django_zkflags.services`. The list and the environments page are
 mixins of their own modules.
+
+No save loses what was typed. A save waits at most ``ZKFLAGS["ADMIN_WRITE_TIMEOUT"]`` for
+ZooKeeper; when it is refused (ZooKeeper unreachable, a conflict, too large...), the same
+form comes back, bound to what was typed, with the reason as its one error (and, for a
+conflict, what ZooKeeper holds now beside each field). While ZooKeeper cannot be read, the
+change page shows what this process last saw, read-only. A save that changes nothing
+writes nothing: no ZooKeeper version, no audit row, no Django LogEntry.
 """
 
 from __future__ import annotations
@@ -11,17 +18,27 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.http import HttpResponseRedirect
+from django.urls import reverse
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from .. import services
-from ..exceptions import FlagWriteError
+from ..exceptions import FlagWriteError, ZooKeeperUnavailable
 from ..models import Flag
+from ..rules import InvalidFlag
+from . import offline
 from .changelist import FlagListMixin
 from .environments import EnvironmentsMixin
 from .fleet import FleetMixin
 from .forms import FlagForm
 from .history import HistoryMixin
+
+#: Request attributes that tell this request's forms how to behave (see get_form).
+REFUSAL = "_zkflags_refusal"
+READ_WAIT = "_zkflags_read_wait"
+UNCHANGED = "_zkflags_unchanged"
 
 
 class FlagAdmin(FlagListMixin, HistoryMixin, FleetMixin, EnvironmentsMixin, admin.ModelAdmin):
@@ -50,22 +67,112 @@ class FlagAdmin(FlagListMixin, HistoryMixin, FleetMixin, EnvironmentsMixin, admi
         fields = tuple(super().get_readonly_fields(request, obj))
         return ("name", *fields) if obj is not None else fields
 
+    def get_form(self, request: Any, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        """The form class for this request: it knows a save ZooKeeper refused (shown with
+        what was typed) and how long a page may wait to read ZooKeeper."""
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(
+            form.__name__,
+            (form,),
+            {
+                "refusal": getattr(request, REFUSAL, None),
+                "read_wait": getattr(request, READ_WAIT, None),
+            },
+        )
+
     # -- saving: everything goes through services ------------------------------------------
+
+    def changeform_view(
+        self, request: Any, object_id: Any = None, form_url: str = "", extra_context: Any = None
+    ) -> Any:
+        if request.method != "POST":
+            # A page opened while this process knows ZooKeeper is away shows at once what
+            # it last saw; otherwise it waits (a bounded time) to read ZooKeeper.
+            setattr(request, READ_WAIT, offline.page_wait())
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        try:
+            # Before the form: its validation may read ZooKeeper (environment overrides).
+            offline.wait_for_zookeeper(offline.admin_write_timeout())
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except (FlagWriteError, InvalidFlag) as exc:
+            # Nothing was saved (and Django's transaction rolled back): the same POST again,
+            # the form showing why, with everything that was typed. It reads no ZooKeeper.
+            setattr(request, REFUSAL, exc)
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     def save_model(self, request: Any, obj: Flag, form: Any, change: bool) -> None:
         assert form.rule is not None
-        services.save_flag(
+        audit = services.save_flag(
             form.rule,
             expected_version=form.cleaned_data.get("zk_version_seen") if change else None,
             actor=request.user,
             source="admin",
         )
+        setattr(request, UNCHANGED, audit is None)
         row = Flag.objects.get(name=form.rule.name)
         obj.pk, obj.zk_version = row.pk, row.zk_version
         obj._state.adding = False
 
     def save_related(self, request: Any, form: Any, formsets: Any, change: bool) -> None:
         pass  # services mirrored the many-to-many rows with the flag
+
+    def log_change(self, request: Any, obj: Any, message: Any) -> Any:
+        if getattr(request, UNCHANGED, False):
+            return None  # nothing was written: nothing to log
+        return super().log_change(request, obj, message)
+
+    def response_change(self, request: Any, obj: Any) -> Any:
+        if not getattr(request, UNCHANGED, False):
+            return super().response_change(request, obj)
+        self.message_user(
+            request,
+            gettext(
+                "Nothing changed: flag %(name)s already is as the form says (version "
+                "%(version)s). Nothing was written."
+            )
+            % {"name": obj.name, "version": obj.zk_version},
+            level=messages.INFO,
+        )
+        if "_continue" in request.POST:
+            url = request.path
+        elif "_addanother" in request.POST:
+            url = reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_add")
+        else:
+            return self.response_post_save_change(request, obj)
+        filters = {"preserved_filters": self.get_preserved_filters(request), "opts": self.opts}
+        return HttpResponseRedirect(add_preserved_filters(filters, url))
+
+    def render_change_form(self, request: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
+        form = context["adminform"].form if context.get("adminform") else None
+        last_seen = getattr(form, "last_seen", None)
+        stored_error = getattr(form, "stored_error", None)
+        if last_seen:
+            self.message_user(request, last_seen, level=messages.WARNING)
+            context.update(
+                show_save=False,
+                show_save_and_continue=False,
+                show_save_and_add_another=False,
+                show_delete=False,
+            )
+        elif stored_error:
+            self.message_user(
+                request,
+                gettext(
+                    "This flag's znode in ZooKeeper is invalid (%(error)s): the form shows the "
+                    "database copy, and saving replaces the znode."
+                )
+                % {"error": stored_error},
+                level=messages.WARNING,
+            )
+        elif form is not None and not form.is_bound and offline.known_away():
+            self.message_user(
+                request,
+                gettext("ZooKeeper is unreachable: saving will fail until it is back."),
+                level=messages.WARNING,
+            )
+        return super().render_change_form(request, context, *args, **kwargs)
+
+    # -- deleting ----------------------------------------------------------------------------
 
     def delete_model(self, request: Any, obj: Flag) -> None:
         services.delete_flag(
@@ -76,33 +183,14 @@ class FlagAdmin(FlagListMixin, HistoryMixin, FleetMixin, EnvironmentsMixin, admi
         for obj in queryset:
             self.delete_model(request, obj)
 
-    def changeform_view(
-        self, request: Any, object_id: Any = None, form_url: str = "", extra_context: Any = None
-    ) -> Any:
-        try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
-        except FlagWriteError as exc:
-            # The admin's transaction has rolled back: the database is as it was.
-            self.message_user(request, str(exc), level=messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
-
-    def render_change_form(self, request: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
-        form = context.get("adminform").form if context.get("adminform") else None
-        if form is not None and getattr(form, "zookeeper_error", None):
-            self.message_user(
-                request,
-                _(
-                    "ZooKeeper is unreachable; showing the database copy, which may be stale. "
-                    "Saving will fail until ZooKeeper is back. (%s)"
-                )
-                % form.zookeeper_error,
-                level=messages.WARNING,
-            )
-        return super().render_change_form(request, context, *args, **kwargs)
-
     def delete_view(self, request: Any, object_id: Any, extra_context: Any = None) -> Any:
         try:  # Django's delete_view runs in a transaction: a refusal rolls it back
+            if request.method == "POST":
+                offline.wait_for_zookeeper(offline.admin_write_timeout())
             return super().delete_view(request, object_id, extra_context)
         except FlagWriteError as exc:
-            self.message_user(request, str(exc), level=messages.ERROR)
+            text = str(exc)
+            if isinstance(exc, ZooKeeperUnavailable) and "nothing was" not in text.lower():
+                text = gettext("%(error)s; nothing was deleted.") % {"error": text}
+            self.message_user(request, text, level=messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())

@@ -138,7 +138,8 @@ def test_add_of_a_name_that_already_exists_in_zookeeper_is_refused(zkflags, admi
     zkflags.write("taken", everyone=True, note="written elsewhere")
     response = admin_client.post(ADD_URL, form_data("taken", note="mine"), follow=True)
     assert response.status_code == 200
-    assert any("already exists in ZooKeeper" in m for m in messages_of(response))
+    errors = response.context["adminform"].form.non_field_errors()  # the form, as typed
+    assert any("already exists in ZooKeeper" in e for e in errors)
     doc, version = zkflags.read("taken")
     assert (doc["note"], doc["everyone"], version) == ("written elsewhere", True, 0)
     assert not Flag.objects.filter(name="taken").exists()
@@ -255,7 +256,7 @@ def test_stale_form_is_refused_and_changes_nothing(zkflags, admin_client):
         change_url(flag), data_from_page(page, note="mine", staff=True), follow=True
     )
     assert response.status_code == 200
-    texts = messages_of(response)
+    texts = response.context["adminform"].form.non_field_errors()  # the form, as typed
     assert any(CONFLICT_TEXT in t and "version 0" in t and "version 1" in t for t in texts)
     assert CONFLICT_TEXT in response.content.decode()
 
