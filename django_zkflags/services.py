@@ -44,7 +44,7 @@ from .models import Flag, FlagChange
 from .reader import ChangeRecord, StoredEnvironments, StoredFlag, StoredSnapshot
 from .rules import FlagRule, InvalidFlag, validate_environments_document, validate_name
 from .snapshot import CorruptSnapshot
-from .writer import ENVIRONMENTS, ChangeNote, WriteResult
+from .writer import BATCH, ENVIRONMENTS, BatchItem, ChangeNote, WriteResult
 
 log = logging.getLogger("django_zkflags")
 
@@ -600,6 +600,75 @@ def _stale_toggle(name: str, expected_version: int, stored: StoredFlag) -> Stale
 # -- history and revert ---------------------------------------------------------------------
 
 
+# -- several flags at once (imports, code) ---------------------------------------------------
+
+
+def save_flags(
+    items: Iterable[BatchItem],
+    *,
+    environments: tuple[Any, int | None] | None = None,
+    actor: Actor = None,
+    source: str,
+) -> list[FlagChange]:
+    """Create, change and delete several flags (and replace the environments document) as
+    **one** ZooKeeper ``multi()``: all or nothing. Each item is a validated rule (None
+    deletes) and the version its editor started from (None creates). A flag that moved
+    refuses the whole change (:class:`FlagConflict` names them all); a flag that would not
+    change is left out. Every flag changed gets its own audit row.
+
+    ::
+
+        from django_zkflags import services
+        from django_zkflags.writer import BatchItem
+
+        services.save_flags([
+            BatchItem("checkout-v2", FlagRule("checkout-v2", percent=50), expected_version=3),
+            BatchItem("old-banner", None, expected_version=7),
+        ], actor=request.user, source="rollout")
+    """
+    items = list(items)
+    env = None
+    if environments is not None:
+        env = (validate_environments_document(environments[0]), environments[1])
+    for item in items:
+        if item.rule is None or not item.rule.environments:
+            continue
+        if env is not None:  # checked against the document the same change writes
+            undefined = set(item.rule.environments) - set(env[0]["parents"])
+            if undefined:
+                names = ", ".join(repr(e) for e in sorted(undefined))
+                raise InvalidFlag(f"{item.name}: environment(s) {names} not defined")
+        else:
+            refuse_undefined_environments(item.rule)
+    settle_changes()
+    note = _note(actor, source)
+    results = _writer().write_flags(items, note, env)
+    changed = [result for result in results if result.changed]
+    audit: list[FlagChange] = []
+    with _atomic():
+        rules = {item.name: item.rule for item in items}
+        for index, result in enumerate(changed):
+            if result.name == ENVIRONMENTS:
+                pass
+            elif result.after is None:
+                _delete_row(result.name)
+            else:
+                rule = rules[result.name]
+                assert rule is not None
+                _mirror(rule, result.version)
+            audit.append(_record(result, note, actor, change_id=_batch_id(note.id, index)))
+    return audit
+
+
+def _batch_id(record_id: str, index: int) -> str:
+    """The audit row id of the ``index``-th change of a batch: the record's id, shortened,
+    and the index (so a settle finds every row of the batch by the prefix)."""
+    return f"{record_id[:BATCH_ID_PREFIX]}-{index:05d}"
+
+
+BATCH_ID_PREFIX = 26
+
+
 # -- rows and audit (inside the database transaction) ---------------------------------------
 
 
@@ -705,7 +774,9 @@ def _note(actor: Actor, source: str, action: str = "") -> ChangeNote:
     )
 
 
-def _record(result: WriteResult, note: ChangeNote, actor: Actor) -> FlagChange:
+def _record(
+    result: WriteResult, note: ChangeNote, actor: Actor, *, change_id: str | None = None
+) -> FlagChange:
     """The audit row of a change; once it is committed, the change record in ZooKeeper
     has served its purpose and is deleted (without waiting: a left-over is settled)."""
     user, username = _who(actor)
@@ -718,7 +789,7 @@ def _record(result: WriteResult, note: ChangeNote, actor: Actor) -> FlagChange:
         source=note.source,
         user=user,
         username=username,
-        change_id=note.id,
+        change_id=change_id or note.id,
     )
     if result.record_path is not None:
         path = result.record_path
@@ -749,12 +820,19 @@ def pending_changes(*, older_than: float = SETTLE_AFTER) -> list[ChangeRecord]:
         record = change.record
         if record is None:
             continue
-        if FlagChange.objects.filter(change_id=record["id"]).exists():
+        if _audited(record):
             _forget_record(change.path)  # audited; the delete did not happen
             continue
         if (now_ms - change.created_ms) / 1000 >= older_than or _writer_gone(record):
             pending.append(change)
     return pending
+
+
+def _audited(record: dict[str, Any]) -> bool:
+    if record.get("name") == BATCH:
+        prefix = f"{str(record['id'])[:BATCH_ID_PREFIX]}-"
+        return FlagChange.objects.filter(change_id__startswith=prefix).exists()
+    return FlagChange.objects.filter(change_id=record["id"]).exists()
 
 
 def settle_changes(*, older_than: float = SETTLE_AFTER) -> list[FlagChange]:
@@ -766,25 +844,35 @@ def settle_changes(*, older_than: float = SETTLE_AFTER) -> list[FlagChange]:
         record = change.record
         assert record is not None
         name = str(record.get("name"))
+        if name == BATCH:
+            parts = [
+                (entry, _batch_id(str(record["id"]), index))
+                for index, entry in enumerate(record.get("changes") or [])
+                if isinstance(entry, dict)
+            ]
+        else:
+            parts = [(record, str(record["id"]))]
         with _atomic():
-            if name != ENVIRONMENTS:
-                _mirror_current(name)
             user_id = record.get("user_id")
             user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
-            settled.append(
-                FlagChange.objects.create(
-                    flag_name=name,
-                    action=str(record.get("action") or "changed"),
-                    before=record.get("before"),
-                    after=record.get("after"),
-                    zk_version=record.get("version"),
-                    source=str(record.get("source") or "")[:40],
-                    user=user,
-                    username=str(record.get("username") or "")[:150],
-                    at=_parse_time(record.get("at")),
-                    change_id=record["id"],
+            for entry, change_id in parts:
+                entry_name = str(entry.get("name"))
+                if entry_name != ENVIRONMENTS:
+                    _mirror_current(entry_name)
+                settled.append(
+                    FlagChange.objects.create(
+                        flag_name=entry_name,
+                        action=str(entry.get("action") or "changed"),
+                        before=entry.get("before"),
+                        after=entry.get("after"),
+                        zk_version=entry.get("version"),
+                        source=str(record.get("source") or "")[:40],
+                        user=user,
+                        username=str(record.get("username") or "")[:150],
+                        at=_parse_time(record.get("at")),
+                        change_id=change_id,
+                    )
                 )
-            )
             path = change.path
             transaction.on_commit(lambda p=path: _forget_record(p), using=router.db_for_write(Flag))
         log.warning(
