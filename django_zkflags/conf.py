@@ -62,6 +62,9 @@ DEFAULTS: dict[str, Any] = {
     "STARTUP_TIMEOUT": 1.0,
     # How long a write (admin save, command) waits for a connection before giving up.
     "WRITE_TIMEOUT": 5.0,
+    # The same for a save from the admin, where a person waits with the form: a refused
+    # save comes back with what was typed within about this long.
+    "ADMIN_WRITE_TIMEOUT": 3.0,
     # ZooKeeper session timeout, seconds.
     "SESSION_TIMEOUT": 10.0,
     # Every process checks this often (seconds, with +-20% jitter) that the snapshot it

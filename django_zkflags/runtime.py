@@ -188,7 +188,13 @@ class FlagRuntime:
                 "Flag %r in the snapshot is invalid (%s); keeping its last good value", name, error
             )
         return Snapshot(
-            flags, zxid=zxid, source=source, errors=errors, environment=env, chain=chain
+            flags,
+            zxid=zxid,
+            source=source,
+            errors=errors,
+            environment=env,
+            chain=chain,
+            environments=payload["environments"],
         )
 
     def _on_snapshot(self, data: bytes | None, stat: ZnodeStat | None) -> None:

@@ -160,6 +160,9 @@ class Snapshot:
     default_active: bool = False
     environment: str | None = None  # the environment this process resolved flags for
     chain: tuple[str, ...] = ()  # that environment and its ancestors, root first
+    #: The environments document the snapshot carried (what the admin shows while
+    #: ZooKeeper is away).
+    environments: Mapping[str, Any] = field(default_factory=dict)
 
     def get(self, name: str) -> FlagRule | None:
         return self.flags.get(name)

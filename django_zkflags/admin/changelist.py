@@ -24,7 +24,7 @@ from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext_lazy as _
 
-from .. import runtime, services
+from .. import conf, runtime, services
 from ..cache import store
 from ..exceptions import FlagWriteError
 from ..models import Flag
@@ -180,10 +180,15 @@ class FlagListMixin(AdminBase):
     def get_urls(self) -> list[Any]:
         urls = [
             path(
+                "declared/create/",
+                self.admin_site.admin_view(self.create_declared_view),
+                name=f"{self.opts.app_label}_{self.opts.model_name}_create_declared",
+            ),
+            path(
                 "<path:object_id>/toggle/",
                 self.admin_site.admin_view(self.toggle_view),
                 name=f"{self.opts.app_label}_{self.opts.model_name}_toggle",
-            )
+            ),
         ]
         return urls + super().get_urls()
 
@@ -254,12 +259,56 @@ class FlagListMixin(AdminBase):
             **(extra_context or {}),
             "zkflags_toggles": self.has_change_permission(request),
             "zkflags_list_query": request.GET.urlencode(),
+            "zkflags_declared": self._declared_missing(),
+            "zkflags_can_add": self.has_add_permission(request),
         }
         try:
             return super().changelist_view(request, extra_context)
         except FlagWriteError as exc:  # from a bulk action or bulk delete
             self.message_user(request, str(exc), level=messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
+
+    # -- declared in settings, not in ZooKeeper --------------------------------------------
+
+    def _declared_missing(self) -> list[FlagRule]:
+        """Flags declared in ZKFLAGS["FLAGS"] that ZooKeeper does not hold (this process's
+        snapshot, as the list's live column): they answer their declared default."""
+        held = store.base.flags
+        return [rule for name, rule in sorted(conf.declared_flags().items()) if name not in held]
+
+    def create_declared_view(self, request: Any) -> Any:
+        """POST ``name``: create a declared flag in ZooKeeper as declared (a versioned
+        create through services: refused if it exists by now)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        back = self._list_url(request.POST.get("_changelist_filters", ""))
+        name = request.POST.get("name", "")
+        rule = conf.declared_flags().get(name)
+        if rule is None:
+            self.message_user(
+                request,
+                _("“%(name)s” is not declared in settings.") % {"name": name},
+                messages.ERROR,
+            )
+            return HttpResponseRedirect(back)
+        try:
+            change = services.save_flag(
+                rule, expected_version=None, actor=request.user, source="admin (declared)"
+            )
+        except (FlagWriteError, InvalidFlag) as exc:
+            self.message_user(request, str(exc), level=messages.ERROR)
+            return HttpResponseRedirect(back)
+        version = change.zk_version if change is not None else 0
+        _wait_served(name, version)
+        self.message_user(
+            request,
+            _("“%(name)s” created in ZooKeeper as declared: %(rule)s (version %(version)s)")
+            % {"name": name, "rule": rule.summary(), "version": version},
+            level=messages.SUCCESS,
+        )
+        return HttpResponseRedirect(back)
 
     # -- one-click toggles -----------------------------------------------------------------
 

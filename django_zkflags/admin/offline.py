@@ -52,7 +52,7 @@ def last_seen_flag(name: str) -> FlagRule | None:
     rule = store.base.flags.get(name)
     if rule is None:
         return None
-    return getattr(rule, "_base", rule)  # type: ignore[no-any-return]
+    return rule.base
 
 
 def last_seen_environments() -> dict[str, Any] | None:
