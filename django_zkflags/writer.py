@@ -75,6 +75,27 @@ class WriteResult:
 
 
 @dataclass(frozen=True)
+class AlsoOp:
+    """One more operation for the ``multi()`` of a change, all or nothing with it: delete
+    (``data`` None) or set a znode at ``expected_version`` (for example, consuming a
+    scheduled change in the same transaction as the change it makes)."""
+
+    path: str
+    expected_version: int
+    data: bytes | None = None
+
+
+class AlsoOpFailed(FlagWriteError):
+    """An :class:`AlsoOp` did not apply (its znode moved or is gone): nothing was written.
+    Not retried: the caller decides what it means."""
+
+    def __init__(self, path: str, error: BaseException) -> None:
+        super().__init__(f"{path}: {error!r}; nothing was written")
+        self.path = path
+        self.error = error
+
+
+@dataclass(frozen=True)
 class BatchItem:
     """One flag of :meth:`FlagWriter.write_flags`: the rule to write (None deletes it) and
     the znode version its editor started from (None: create it)."""
@@ -200,10 +221,15 @@ class FlagWriter:
     # -- the changes -----------------------------------------------------------------------
 
     def write_flag(
-        self, rule: FlagRule, expected_version: int | None, note: ChangeNote | None = None
+        self,
+        rule: FlagRule,
+        expected_version: int | None,
+        note: ChangeNote | None = None,
+        also: Sequence[AlsoOp] = (),
     ) -> WriteResult:
         """Create (``expected_version=None``) or update a flag from the version the editor
-        saw."""
+        saw. ``also``: more operations in the same ``multi()`` (the change is written even
+        if it changes nothing, so that they apply)."""
         name = rule.name
         doc = rule.to_document()
         data = encode_document(doc)
@@ -215,7 +241,8 @@ class FlagWriter:
             self._check_expected(name, expected_version, current)
             view = self._view_for_write()
             entry = {**doc, "version": current.version}
-            if current.document() == doc and view.flags.get(name) == entry and not view.rebuilt:
+            unchanged = current.document() == doc and view.flags.get(name) == entry
+            if unchanged and not view.rebuilt and not also:
                 return WriteResult(name, current.version, doc, doc, changed=False, action="changed")
             view.flags[name] = {**doc, "version": new_version}
             tx = self.client.transaction()
@@ -223,6 +250,11 @@ class FlagWriter:
                 tx.create(path, data, acl=self.acl)
             else:
                 tx.set_data(path, data, version=expected_version)
+            for op in also:
+                if op.data is None:
+                    tx.delete(op.path, version=op.expected_version)
+                else:
+                    tx.set_data(op.path, op.data, version=op.expected_version)
             action = "created" if expected_version is None else "changed"
             record = (
                 note.record(name, action, new_version, current.document(), doc) if note else None
@@ -234,6 +266,7 @@ class FlagWriter:
                 data,
                 record,
                 read_back=lambda: self._applied(name, doc, new_version),
+                also=also,
             )
             return WriteResult(
                 name, new_version, current.document(), doc, True, record_path, action
@@ -608,6 +641,7 @@ class FlagWriter:
         read_back: Callable[[], bool],
         nodes: int = 1,
         total_node_bytes: int | None = None,
+        also: Sequence[AlsoOp] = (),
     ) -> str | None:
         """Add the snapshot rewrite (and the change record) to ``tx``, whose first
         ``nodes`` operations change flag or environments znodes, and commit it.
@@ -637,9 +671,18 @@ class FlagWriter:
                 ) from exc
             self._resolve_unknown_outcome(what, read_back, exc)
             return None
+        also_results = results[nodes : nodes + len(also)]
+        del results[nodes : nodes + len(also)]
         node_results, snapshot_result = results[:nodes], results[nodes]
-        if not any(isinstance(result, Exception) for result in results):
+        if not any(isinstance(result, Exception) for result in (*results, *also_results)):
             return results[nodes + 1] if record is not None else None  # type: ignore[no-any-return]
+        for op, result in zip(also, also_results, strict=True):
+            if isinstance(result, (BadVersionError, NoNodeError, NodeExistsError)):
+                if not any(
+                    isinstance(r, (BadVersionError, NodeExistsError, NoNodeError))
+                    for r in node_results
+                ):
+                    raise AlsoOpFailed(op.path, result)
         if record is not None and isinstance(results[nodes + 1], NoNodeError):
             raise ForceRetryError()  # changes/ vanished (a root deleted meanwhile)
         if any(isinstance(result, NoAuthError) for result in results):

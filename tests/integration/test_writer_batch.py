@@ -108,3 +108,29 @@ def test_the_environments_document_goes_in_the_same_transaction(zkflags):
             [BatchItem("a", FlagRule("a", percent=9.0), 1)], environments=(document, None)
         )
     assert zkflags.read("a")[1] == 1
+
+
+def test_an_also_op_applies_with_the_change_or_nothing_does(zkflags):
+    from django_zkflags.writer import AlsoOp, AlsoOpFailed
+
+    client = zkflags.runtime.client
+    ticket = f"{zkflags.root}/ticket"
+    client.create(ticket, b"run once")
+    zkflags.write("scheduled", everyone=False)
+    with pytest.raises(AlsoOpFailed, match="ticket"):
+        zkflags.writer.write_flag(
+            FlagRule("scheduled", everyone=True), 0, also=[AlsoOp(ticket, expected_version=5)]
+        )
+    assert zkflags.read("scheduled")[0]["everyone"] is False
+    assert client.exists(ticket) is not None
+    result = zkflags.writer.write_flag(
+        FlagRule("scheduled", everyone=True), 0, also=[AlsoOp(ticket, expected_version=0)]
+    )
+    assert result.version == 1
+    assert client.exists(ticket) is None  # consumed in the same transaction
+    # A second run finds the ticket gone: refused, the flag untouched.
+    with pytest.raises(AlsoOpFailed):
+        zkflags.writer.write_flag(
+            FlagRule("scheduled", everyone=False), 1, also=[AlsoOp(ticket, expected_version=0)]
+        )
+    assert zkflags.read("scheduled")[1] == 1
