@@ -36,9 +36,11 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import router, transaction
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
 from . import runtime
+from .diff import member_ids
 from .exceptions import FlagConflict, FlagWriteError
 from .models import Flag, FlagChange
 from .reader import ChangeRecord, StoredEnvironments, StoredFlag, StoredSnapshot
@@ -600,6 +602,206 @@ def _stale_toggle(name: str, expected_version: int, stored: StoredFlag) -> Stale
 # -- history and revert ---------------------------------------------------------------------
 
 
+class NothingToRestore(FlagWriteError):
+    """The audit log holds no document to restore: no such version, a flag that is not
+    deleted, or a document that was invalid or too large to be recorded."""
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What a restore did: the audit row it wrote (None when the flag already was so), the
+    flag's ZooKeeper version now, and the user and group ids it left out because the
+    database no longer has them (``{"users": [12]}``)."""
+
+    name: str
+    change: FlagChange | None
+    version: int | None
+    dropped: dict[str, list[int]] = field(default_factory=dict)
+
+
+def member_names(documents: Iterable[dict[str, Any] | None]) -> dict[str, dict[int, str]]:
+    """The usernames and group names of the ids ``documents`` list (environment overrides
+    included) that still exist: ``{"users": {pk: username}, "groups": {pk: name}}``, in at
+    most two queries."""
+    ids = member_ids(documents)
+    user_model = get_user_model()
+    names: dict[str, dict[int, str]] = {"users": {}, "groups": {}}
+    if ids["users"]:
+        names["users"] = {
+            pk: str(username)
+            for pk, username in user_model.objects.filter(pk__in=ids["users"]).values_list(
+                "pk", user_model.USERNAME_FIELD
+            )
+        }
+    if ids["groups"]:
+        names["groups"] = dict(Group.objects.filter(pk__in=ids["groups"]).values_list("pk", "name"))
+    return names
+
+
+def version_change(name: str, version: int) -> FlagChange | None:
+    """The newest audit row that left flag ``name`` at ZooKeeper ``version``. A flag
+    deleted and created again starts again from version 0: its latest life wins."""
+    return (
+        FlagChange.objects.filter(flag_name=name, zk_version=version, after__isnull=False)
+        .order_by("-at", "-pk")
+        .first()
+    )
+
+
+def revert_flag(
+    name: str,
+    to_version: int,
+    *,
+    expected_version: int | None,
+    actor: Actor = None,
+    source: str,
+) -> Restored:
+    """Restore flag ``name`` as it was at ZooKeeper version ``to_version`` (the ``after``
+    of its newest audit row at that version, :func:`version_change`): see
+    :func:`revert_to_change`."""
+    validate_name(name)
+    change = version_change(name, to_version)
+    if change is None:
+        raise NothingToRestore(
+            f"Flag {name!r} has no audited version {to_version} to restore "
+            f"('manage.py zkflags history {name}' lists its versions); nothing was saved."
+        )
+    return revert_to_change(change, expected_version=expected_version, actor=actor, source=source)
+
+
+def revert_to_change(
+    change: FlagChange,
+    *,
+    expected_version: int | None,
+    actor: Actor = None,
+    source: str,
+) -> Restored:
+    """Restore a flag as it was right after the audit row ``change``: its document is
+    written as a *new* version, from ``expected_version`` (the version the person saw;
+    None: the flag does not exist now and is created), through the same steps as every
+    change (validated, one multi(), the row mirrored, audited as "reverted"). Refused
+    with a :class:`~django_zkflags.exceptions.FlagConflict` when the flag moved since.
+    Users and groups the database no longer has are left out. Nothing is written when the
+    flag already is so."""
+    label = f"version {change.zk_version}"
+    rule, dropped = _restorable(change.flag_name, change.after, label)
+    return _write_restored(
+        rule, expected_version, actor, source, FlagChange.REVERTED, dropped, label
+    )
+
+
+def deleted_flags() -> QuerySet[FlagChange]:
+    """The delete rows of flags that are gone: each flag whose newest audit row is a
+    delete and that has no admin row. Newest first."""
+    newest = (
+        FlagChange.objects.filter(flag_name=OuterRef("flag_name"))
+        .order_by("-at", "-pk")
+        .values("pk")[:1]
+    )
+    return (
+        FlagChange.objects.filter(action=FlagChange.DELETED, pk=Subquery(newest))
+        .exclude(flag_name__in=Flag.objects.values("name"))
+        .order_by("-at", "-pk")
+    )
+
+
+def undelete_flag(
+    name: str, *, actor: Actor = None, source: str, deleted_change: int | None = None
+) -> Restored:
+    """Create flag ``name`` again as it was when it was deleted (the ``before`` of its
+    delete row): a versioned create, refused if the flag exists, audited as
+    "undeleted". ``deleted_change``, the pk of the delete row the person saw, is checked
+    to be still the flag's latest change."""
+    validate_name(name)
+    last = FlagChange.objects.filter(flag_name=name).order_by("-at", "-pk").first()
+    if last is None or last.action != FlagChange.DELETED:
+        what = "has no history" if last is None else f"was last {last.get_action_display()}"
+        raise NothingToRestore(f"Flag {name!r} is not deleted (it {what}); nothing was saved.")
+    if deleted_change is not None and last.pk != deleted_change:
+        raise FlagConflict(
+            f"Flag {name!r} changed since this page was drawn (its history has a newer "
+            "delete); nothing was restored. Reload and try again.",
+            current=None,
+            current_version=None,
+        )
+    label = "its last version before it was deleted"
+    rule, dropped = _restorable(name, last.before, label)
+    return _write_restored(rule, None, actor, source, FlagChange.UNDELETED, dropped, label)
+
+
+def _restorable(
+    name: str, doc: dict[str, Any] | None, label: str
+) -> tuple[FlagRule, dict[str, list[int]]]:
+    """The rule of a document taken from the audit log, without the users and groups the
+    database no longer has (and which ones those were)."""
+    if name == ENVIRONMENTS:
+        raise NothingToRestore("The environments document is not a flag; nothing was saved.")
+    if not isinstance(doc, dict) or "omitted" in doc:
+        why = "too large to be recorded" if isinstance(doc, dict) else "not recorded"
+        raise NothingToRestore(
+            f"The document of flag {name!r} at {label} was {why} in the audit log; "
+            "nothing was saved."
+        )
+    listed = member_ids([doc])
+    existing = member_names([doc])
+    dropped = {
+        kind: sorted(listed[kind] - set(existing[kind]))
+        for kind in ("users", "groups")
+        if listed[kind] - set(existing[kind])
+    }
+    for kind, pks in dropped.items():
+        for pk in pks:
+            doc = _without_member(doc, kind, pk)
+    try:
+        return FlagRule.from_document(doc, name=name), dropped
+    except InvalidFlag as exc:
+        raise InvalidFlag(
+            f"The document of flag {name!r} at {label} is not valid now ({exc}); nothing was saved."
+        ) from None
+
+
+def _write_restored(
+    rule: FlagRule,
+    expected_version: int | None,
+    actor: Actor,
+    source: str,
+    action: str,
+    dropped: dict[str, list[int]],
+    label: str,
+) -> Restored:
+    """Steps 1 to 4 of every change (as :func:`save_flag`), audited as ``action``."""
+    refuse_undefined_environments(rule)
+    settle_changes()
+    note = _note(actor, source, action)
+    try:
+        result = _writer().write_flag(rule, expected_version, note)
+    except FlagConflict as exc:
+        raise FlagConflict(
+            _restore_conflict(rule.name, expected_version, exc.current_version, label),
+            current=exc.current,
+            current_version=exc.current_version,
+        ) from exc
+    if not result.changed:
+        return Restored(rule.name, None, result.version, dropped)
+    with _atomic():
+        _mirror(rule, result.version)
+        return Restored(rule.name, _record(result, note, actor), result.version, dropped)
+
+
+def _restore_conflict(name: str, expected: int | None, current: int | None, label: str) -> str:
+    if expected is None:
+        now = f"exists (version {current})"
+    elif current is None:
+        now = "was deleted"
+    else:
+        now = f"is now at version {current}"
+    saw = "did not exist" if expected is None else f"was at version {expected}"
+    return (
+        f"Flag {name!r} changed since the page was drawn: it {saw} then, and {now}. "
+        f"Nothing was restored ({label}); look at its history again and retry."
+    )
+
+
 # -- several flags at once (imports, code) ---------------------------------------------------
 
 
@@ -948,4 +1150,13 @@ __all__ = [
     "pending_changes",
     "update_environments",
     "update_flag",
+    # history and revert
+    "NothingToRestore",
+    "Restored",
+    "deleted_flags",
+    "member_names",
+    "revert_flag",
+    "revert_to_change",
+    "undelete_flag",
+    "version_change",
 ]
