@@ -11,6 +11,11 @@ zkflags check                  report drift between ZooKeeper and the admin's ro
 zkflags repair                 rebuild the snapshot from the flag znodes and make the
                                rows mirror ZooKeeper (audited as "repaired")
 zkflags restore [NAME...]      write admin rows back to ZooKeeper for flags it lost
+zkflags history NAME [--limit N]   a flag's changes, newest first, with what each changed
+zkflags revert NAME --version N    restore a flag as it was at ZooKeeper version N (a new
+                               version; refused if the flag moves meanwhile)
+zkflags show NAME              the flag as ZooKeeper holds it, and what this process serves
+zkflags delete NAME [--yes]    delete a flag (asks first); 'revert' brings it back
 zkflags fleet [--json]         every running process and the snapshot it serves
 zkflags references [--json] [--fail-on-unused]   flags the code uses, and does not
 
