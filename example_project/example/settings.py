@@ -55,9 +55,9 @@ STATIC_URL = "static/"
 
 # zk://[user:password@]host:port[,host:port]/root -- `make demo` starts a local node on 2181.
 ZKFLAGS_URL = env.str("ZKFLAGS_URL", default="zk://127.0.0.1:2181/zkflags-example")
-ZKFLAGS = {
-    "SNAPSHOT_FILE": env.str("ZKFLAGS_SNAPSHOT_FILE", default=str(BASE_DIR / ".zkflags.snapshot"))
-}
+# The last-known snapshot on disk: by default one file per ZooKeeper location in a private
+# per-user directory (never shared between two demos pointed at different ZooKeepers).
+ZKFLAGS = {"SNAPSHOT_FILE": env.str("ZKFLAGS_SNAPSHOT_FILE", default="default")}
 
 # Django's own logging stays (runserver's request lines, tracebacks); django-zkflags says
 # what it does at INFO: quiet while all is well, a line when something happens.
