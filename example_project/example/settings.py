@@ -57,7 +57,10 @@ STATIC_URL = "static/"
 ZKFLAGS_URL = env.str("ZKFLAGS_URL", default="zk://127.0.0.1:2181/zkflags-example")
 # The last-known snapshot on disk: by default one file per ZooKeeper location in a private
 # per-user directory (never shared between two demos pointed at different ZooKeepers).
-ZKFLAGS = {"SNAPSHOT_FILE": env.str("ZKFLAGS_SNAPSHOT_FILE", default="default")}
+ZKFLAGS = {
+    "SNAPSHOT_FILE": env.str("ZKFLAGS_SNAPSHOT_FILE", default="default"),
+    "SESSION_TIMEOUT": env.float("ZKFLAGS_SESSION_TIMEOUT", default=10.0),
+}
 
 # Django's own logging stays (runserver's request lines, tracebacks); django-zkflags says
 # what it does at INFO: quiet while all is well, a line when something happens.

@@ -49,7 +49,7 @@ class Server:
 
 
 class LiveSite:
-    def __init__(self, zk_hosts: str, directory: Path) -> None:
+    def __init__(self, zk_hosts: str, directory: Path, **settings: str) -> None:
         self.directory = directory
         self.root = f"/live-{uuid.uuid4().hex[:10]}"
         self.zk_url = f"zk://{zk_hosts}{self.root}"
@@ -62,6 +62,7 @@ class LiveSite:
             "SECRET_KEY": "browser-tests-only",
             "DEBUG": "true",  # runserver serves the admin's static files
             "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+            **settings,
         }
         self.servers: list[Server] = []
 
