@@ -3,11 +3,11 @@ Each topic module lists its subcommands in ``COMMANDS``."""
 
 from __future__ import annotations
 
-from . import environments, files, flags, fleet, history, integrity, references
+from . import environments, files, flags, fleet, history, integrity, references, waffle
 from .base import Subcommand
 
 SUBCOMMANDS: dict[str, type[Subcommand]] = {
     cls.name: cls
-    for module in (flags, environments, integrity, history, fleet, references, files)
+    for module in (flags, environments, integrity, history, fleet, references, files, waffle)
     for cls in module.COMMANDS
 }
