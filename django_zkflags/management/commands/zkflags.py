@@ -18,6 +18,9 @@ zkflags show NAME              the flag as ZooKeeper holds it, and what this pro
 zkflags delete NAME [--yes]    delete a flag (asks first); 'revert' brings it back
 zkflags fleet [--json]         every running process and the snapshot it serves
 zkflags references [--json] [--fail-on-unused]   flags the code uses, and does not
+zkflags export PATH            every flag and the environments: .json, .yaml, or a directory
+zkflags import PATH [--dry-run] [--prune] [--force]   apply a file: all or nothing
+zkflags import-waffle [--dry-run] [--force]   copy django-waffle's flags, switches, samples
 
 Every change goes through django_zkflags.services, audited with source "command" and the
 operating system's user.
