@@ -3,6 +3,8 @@
 The public API::
 
     from django_zkflags import flag_is_active, flag_is_active_for_user, get_value
+
+and, for async code, ``aflag_is_active``, ``aflag_is_active_for_user`` and ``aget_value``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "aflag_is_active",
+    "aflag_is_active_for_user",
+    "aget_value",
     "flag_is_active",
     "flag_is_active_for_user",
     "get_snapshot",
@@ -21,13 +26,29 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .api import flag_is_active, flag_is_active_for_user, get_snapshot, get_value
+    from .api import (
+        aflag_is_active,
+        aflag_is_active_for_user,
+        aget_value,
+        flag_is_active,
+        flag_is_active_for_user,
+        get_snapshot,
+        get_value,
+    )
     from .runtime import status
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that importing the package (settings, INSTALLED_APPS) pulls in nothing.
-    if name in ("flag_is_active", "flag_is_active_for_user", "get_snapshot", "get_value"):
+    if name in (
+        "aflag_is_active",
+        "aflag_is_active_for_user",
+        "aget_value",
+        "flag_is_active",
+        "flag_is_active_for_user",
+        "get_snapshot",
+        "get_value",
+    ):
         from . import api
 
         value = getattr(api, name)

@@ -1,15 +1,27 @@
 """The public API, answered from the in-memory snapshot only (no network, no database
-except a user's group ids, once per user object, for flags with group rules)."""
+except a user's group ids, once per user object, for flags with group rules).
+
+The ``a``-prefixed functions are for async code: they fetch the request's user and its group
+ids with the async ORM, then answer through the same evaluator."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .cache import store
-from .evaluation import RequestFlags, evaluate, value_in
+from .evaluation import RequestFlags, aprepare, evaluate, value_in
 from .snapshot import Snapshot
 
-__all__ = ["RequestFlags", "flag_is_active", "flag_is_active_for_user", "get_snapshot", "get_value"]
+__all__ = [
+    "RequestFlags",
+    "aflag_is_active",
+    "aflag_is_active_for_user",
+    "aget_value",
+    "flag_is_active",
+    "flag_is_active_for_user",
+    "get_snapshot",
+    "get_value",
+]
 
 
 def flag_is_active(request: Any, name: str) -> bool:
@@ -39,6 +51,33 @@ def get_value(name: str, default: Any = None, request: Any = None) -> Any:
     flags = getattr(request, "flags", None) if request is not None else None
     snapshot = flags.snapshot if isinstance(flags, RequestFlags) else store.current
     return value_in(snapshot, name, default)
+
+
+async def aflag_is_active(request: Any, name: str) -> bool:
+    """:func:`flag_is_active` for async views: never raises ``SynchronousOnlyOperation``.
+
+    The user comes from ``await request.auser()``; with the middleware it is kept on
+    ``request.flags``, so later sync checks of the request (a template's ``{% flag %}``) use
+    it too, and the answer is memoised like :func:`flag_is_active`'s.
+    """
+    flags = getattr(request, "flags", None)
+    if isinstance(flags, RequestFlags):
+        return await flags.ais_active(name)
+    snapshot = store.current
+    user = await aprepare(snapshot, name, getattr(request, "user", None), request)
+    return evaluate(snapshot, name, user, request)
+
+
+async def aflag_is_active_for_user(user: Any, name: str) -> bool:
+    """:func:`flag_is_active_for_user` for async code (group ids fetched with the async
+    ORM, once per user object)."""
+    snapshot = store.current
+    return evaluate(snapshot, name, await aprepare(snapshot, name, user))
+
+
+async def aget_value(name: str, default: Any = None, request: Any = None) -> Any:
+    """:func:`get_value` for async code (a value needs no user: nothing is fetched)."""
+    return get_value(name, default, request)
 
 
 def get_snapshot() -> Snapshot:

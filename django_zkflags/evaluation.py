@@ -5,6 +5,10 @@ all answer with.
 ``request.flags`` by the middleware) calls it with the snapshot frozen at the start of the
 request, memoises the answers, honours ``?zkflags=`` overrides where allowed, and gives an
 anonymous visitor that meets a percentage a stable id (set as a cookie by the middleware).
+
+Async code gets the same answers from the same :func:`evaluate`: :func:`aprepare` first
+fetches, with the async ORM, what evaluating would otherwise query synchronously (the
+request's user, the user's group ids), so the sync path pays nothing for it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import SynchronousOnlyOperation
+from django.utils.functional import LazyObject, empty
 
 from . import conf
 from .cache import store
@@ -55,12 +61,74 @@ def user_group_ids(user: Any) -> Iterable[int]:
     """
     ids = getattr(user, "_zkflags_group_ids", None)
     if ids is None:
-        ids = frozenset(user.groups.values_list("pk", flat=True))
         try:
-            user._zkflags_group_ids = ids
-        except AttributeError:
-            pass
+            ids = frozenset(user.groups.values_list("pk", flat=True))
+        except SynchronousOnlyOperation as exc:
+            raise SynchronousOnlyOperation(
+                "django-zkflags needs this user's group ids for a flag with group rules: in "
+                "async code use await aflag_is_active(...) or aflag_is_active_for_user(...), "
+                "which fetch them with the async ORM"
+            ) from exc
+        _keep_group_ids(user, ids)
     return ids
+
+
+def _keep_group_ids(user: Any, ids: frozenset[int]) -> None:
+    try:
+        user._zkflags_group_ids = ids
+    except AttributeError:
+        pass
+
+
+# -- async: fetch first, then the same evaluate ----------------------------------------------
+
+
+def needs_group_ids(rule: Any, user: Any) -> bool:
+    """Could evaluating ``rule`` for ``user`` query the user's group ids (not fetched yet)?
+
+    Any rule that reaches ``user_group_ids`` must be covered here, or an async check of it
+    raises ``SynchronousOnlyOperation``.
+    """
+    return bool(
+        rule is not None
+        and rule.groups
+        and rule.everyone is None
+        and user is not None
+        and user.is_authenticated
+        and getattr(user, "_zkflags_group_ids", None) is None
+    )
+
+
+async def aprepare(snapshot: Snapshot, name: str, user: Any, request: Any = None) -> Any:
+    """Fetch with the async ORM what ``evaluate(snapshot, name, user, ...)`` would query,
+    and return the user to evaluate for.
+
+    A lazy user (Django's ``request.user``, loaded on first use by a sync query) comes back
+    loaded: ``await request.auser()`` (Django 5.0+), else loaded in a thread. The user's
+    group ids are fetched when flag ``name`` has group rules (once per user object, kept on
+    it as :func:`user_group_ids` keeps them).
+    """
+    if isinstance(user, LazyObject):
+        auser = getattr(request, "auser", None)
+        user = await auser() if auser is not None else await aload_lazy(user)
+    if needs_group_ids(snapshot.flags.get(name), user):
+        await aload_group_ids(user)
+    return user
+
+
+async def aload_lazy(user: LazyObject) -> Any:
+    """The object behind a lazy user, loaded in a thread when it was not (Django 4.2 has no
+    ``request.auser()``; also a lazy user passed with no request)."""
+    if user._wrapped is empty:
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(getattr)(user, "is_authenticated")
+    return user._wrapped
+
+
+async def aload_group_ids(user: Any) -> None:
+    """:func:`user_group_ids`' query, with the async ORM; kept on the user the same way."""
+    _keep_group_ids(user, frozenset([pk async for pk in user.groups.values_list("pk", flat=True)]))
 
 
 def read_anonymous_id(request: Any) -> str | None:
@@ -106,6 +174,16 @@ class RequestFlags:
         return answer
 
     __getitem__ = is_active
+
+    async def ais_active(self, name: str) -> bool:
+        """:meth:`is_active` for async code: the user (``request.auser()``) and its group ids
+        are fetched with the async ORM first, and the user is kept for every later check of
+        this request, sync ones (a template's ``{% flag %}``) included."""
+        answer = self._answers.get(name)
+        if answer is None:
+            self.user = await aprepare(self.snapshot, name, self.user, self.request)
+            answer = self.is_active(name)
+        return answer
 
     def anonymous(self) -> str:
         """This visitor's stable id: its cookie's, or a new one the middleware will set."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.utils.functional import LazyObject
 
 from . import conf
 from .evaluation import ANONYMOUS_SALT, RequestFlags
@@ -18,6 +20,10 @@ class FlagMiddleware:
     template tag or the decorator, answers from the snapshot taken here, so a request never
     sees half of a change. It also sets the signed cookie that gives anonymous visitors a
     stable bucket, when a percentage flag needed one.
+
+    On an async stack it runs as a coroutine (no thread hop), and ``request.auser()`` hands
+    the user it loads to ``request.flags``, so that after ``await request.auser()`` a sync
+    check (``flag_is_active``, ``{% flag %}``) never loads the lazy ``request.user``.
     """
 
     sync_capable = True
@@ -40,11 +46,21 @@ class FlagMiddleware:
 
     async def __acall__(self, request: Any) -> Any:
         request.flags = flags = RequestFlags(request)
+        auser = getattr(request, "auser", None)
+        if auser is not None:
+            request.auser = partial(_auser_for_flags, auser, flags)
         get_response: Callable[[Any], Awaitable[Any]] = self.get_response
         response = await get_response(request)
         if flags.new_anonymous_id:
             _set_cookie(response, flags.anonymous_id)
         return response
+
+
+async def _auser_for_flags(auser: Callable[[], Awaitable[Any]], flags: RequestFlags) -> Any:
+    user = await auser()
+    if isinstance(flags.user, LazyObject):
+        flags.user = user
+    return user
 
 
 def _set_cookie(response: Any, anonymous_id: str | None) -> None:

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from . import views
 
@@ -10,4 +10,5 @@ urlpatterns = [
     path("guarded-redirect/", views.guarded_redirect, name="guarded-redirect"),
     path("guarded-cbv/", views.GuardedView.as_view(), name="guarded-cbv"),
     path("two-checks/", views.two_checks, name="two-checks"),
+    path("async/", include("tests.testapp.async_urls")),
 ]
