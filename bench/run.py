@@ -577,6 +577,20 @@ class Bench:
 
     # ---- one flag check --------------------------------------------------------------
 
+    def make_async_request(self, user: Any) -> Any:
+        """A request as an async view gets it: ``request.user`` lazy and never loaded (loading
+        it would be a sync query), ``request.auser()`` answering the user (as Django's does
+        once it has loaded it)."""
+        from django.utils.functional import SimpleLazyObject
+
+        async def auser() -> Any:
+            return user
+
+        request = self.make_request(user)
+        request.user = SimpleLazyObject(lambda: user)
+        request.auser = auser
+        return request
+
     def bench_checks(self) -> None:
         import django_zkflags
         from django_zkflags.evaluation import RequestFlags
@@ -592,6 +606,7 @@ class Bench:
             "user_group": "users=[another user], groups=[a group the user is in]; zkflags "
             "caches the group ids on request.user (warmed); waffle queries them per check",
         }
+        afia = django_zkflags.aflag_is_active
         out: dict[str, Any] = {}
         for label, name in rules.items():
             request_plain = self.make_request(user)
@@ -609,6 +624,36 @@ class Bench:
                     "zkflags_first_check",
                     "req.flags = RF(req); fia(req, name)",
                     {**base, "req": request_first, "RF": RequestFlags},
+                ),
+            ]
+            # await aflag_is_active(...) in an async view, on a request whose user is loaded
+            # by request.auser(). The user's group ids are warmed like request_plain's.
+            request_async = self.make_async_request(user)
+            request_async_mw = self.make_async_request(user)
+            request_async_mw.flags = RequestFlags(request_async_mw)
+            request_async_first = self.make_async_request(user)
+            drive(afia(request_async, name))
+            abase = {"name": name, "afia": afia, "drive": drive}
+            variants += [
+                Variant(
+                    "zkflags_async",
+                    "drive(checks(_it, afia, req, name))",
+                    {**abase, "checks": async_checks, "req": request_async},
+                ),
+                Variant(
+                    "zkflags_async_request_flags",
+                    "drive(checks(_it, afia, req, name))",
+                    {**abase, "checks": async_checks, "req": request_async_mw},
+                ),
+                Variant(
+                    "zkflags_async_first_check",
+                    "drive(checks(_it, afia, req, name, RF))",
+                    {
+                        **abase,
+                        "checks": async_first_checks,
+                        "req": request_async_first,
+                        "RF": RequestFlags,
+                    },
                 ),
             ]
             if self.have_waffle:
@@ -629,7 +674,9 @@ class Bench:
             answers: dict[str, Any] = {}
             io: dict[str, Any] = {}
             for v in variants[1:]:
-                answers[v.name], io[v.name] = self.probe(v, "fia(req, name)", "wfia(req, name)")
+                answers[v.name], io[v.name] = self.probe(
+                    v, "fia(req, name)", "wfia(req, name)", "drive(afia(req, name))"
+                )
             got = measure(variants, self.plan.repeat, self.plan.sample_seconds)
             zk = got["zkflags"]["median_ns"]
             slowest_zk = max(zk, got["zkflags_request_flags"]["median_ns"])
@@ -1005,6 +1052,41 @@ class Bench:
 
 
 # --------------------------------------------------------------------------------------
+# async checks: ``await`` in a real coroutine, no event loop in the way
+
+
+def drive(coroutine: Any) -> Any:
+    """Run a coroutine that never waits (a flag check: no I/O) to its end; its value."""
+    try:
+        coroutine.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coroutine.close()
+    raise RuntimeError("the check waited for I/O (a query?): not a hot-path figure")
+
+
+async def async_checks(it: Iterable[Any], afia: Any, req: Any, name: str) -> None:
+    """``await afia(req, name)`` once for the harness's item and once for each item left in
+    its iterator ``it`` (the Loop's ``_it``, consumed here), so the whole sample is one
+    coroutine: ``number`` awaits, with no per-check cost of driving a coroutine."""
+    await afia(req, name)
+    for _ in it:
+        await afia(req, name)
+
+
+async def async_first_checks(
+    it: Iterable[Any], afia: Any, req: Any, name: str, new_flags: Any
+) -> None:
+    """As :func:`async_checks`, each check the first of a new ``RequestFlags`` (which has
+    not loaded the user: ``request.auser()`` is awaited each time)."""
+    req.flags = new_flags(req)
+    await afia(req, name)
+    for _ in it:
+        req.flags = new_flags(req)
+        await afia(req, name)
+
+
+# --------------------------------------------------------------------------------------
 # targets, table, plot
 
 
@@ -1139,6 +1221,9 @@ def table(results: dict[str, Any]) -> str:
             ("zkflags, no request.flags", "zkflags"),
             ("zkflags, request.flags (memoised)", "zkflags_request_flags"),
             ("zkflags, RequestFlags() + first check", "zkflags_first_check"),
+            ("zkflags async, no request.flags", "zkflags_async"),
+            ("zkflags async, request.flags (memoised)", "zkflags_async_request_flags"),
+            ("zkflags async, new RequestFlags + first", "zkflags_async_first_check"),
             ("waffle, LocMem cache", "waffle_locmem"),
             ("waffle, Redis cache", "waffle_redis"),
         ]
