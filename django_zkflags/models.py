@@ -262,6 +262,15 @@ class FlagChange(models.Model):
         editable=False,
         help_text=_("The id of the change record written to ZooKeeper with the change."),
     )
+    scheduled_for = models.DateTimeField(
+        _("scheduled for"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "A scheduled change (source \"schedule\"): when it was due. It ran at \"at\"; "
+            "the difference is how late (a schedule missed while no steward ran)."
+        ),
+    )
 
     class Meta:
         ordering = ("-at", "-pk")
@@ -271,6 +280,13 @@ class FlagChange(models.Model):
     def __str__(self) -> str:
         at = timezone.localtime(self.at) if timezone.is_aware(self.at) else self.at
         return f"{self.flag_name} {self.action} by {self.username or 'system'} at {at:%Y-%m-%d %H:%M:%S %Z}"
+
+    @property
+    def late_by(self) -> Any:
+        """How late a scheduled change ran (a ``timedelta``), None for other changes."""
+        if self.scheduled_for is None or self.at is None:
+            return None
+        return self.at - self.scheduled_for
 
     def changed_fields(self) -> list[str]:
         before = self.before or {}

@@ -28,9 +28,10 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -46,7 +47,7 @@ from .models import Flag, FlagChange
 from .reader import ChangeRecord, StoredEnvironments, StoredFlag, StoredSnapshot
 from .rules import FlagRule, InvalidFlag, validate_environments_document, validate_name
 from .snapshot import CorruptSnapshot
-from .writer import BATCH, ENVIRONMENTS, BatchItem, ChangeNote, WriteResult
+from .writer import BATCH, ENVIRONMENTS, AlsoOp, BatchItem, ChangeNote, WriteResult
 
 log = logging.getLogger("django_zkflags")
 
@@ -109,15 +110,22 @@ def save_flag(
     expected_version: int | None,
     actor: Actor = None,
     source: str,
+    also: Sequence[AlsoOp] = (),
+    scheduled_for: datetime | None = None,
 ) -> FlagChange | None:
     """Create (``expected_version=None``) or change a flag from the version the editor
     started from. Returns the audit row, or None when nothing changed. A new override for
     an environment the environments document does not define is refused
-    (:func:`refuse_undefined_environments`)."""
+    (:func:`refuse_undefined_environments`).
+
+    ``also``: more operations in the same ``multi()`` (:class:`~.writer.AlsoOp`; the
+    steward consumes a schedule znode there); with them the change is written and audited
+    even if it changes nothing, and :class:`~.writer.AlsoOpFailed` means nothing was.
+    ``scheduled_for``: when a scheduled change was due (its audit row says so)."""
     refuse_undefined_environments(rule)
     settle_changes()
-    note = _note(actor, source)
-    result = _writer().write_flag(rule, expected_version, note)
+    note = _note(actor, source, scheduled_for=scheduled_for)
+    result = _writer().write_flag(rule, expected_version, note, also)
     if not result.changed:
         return None
     with _atomic():
@@ -871,6 +879,51 @@ def _batch_id(record_id: str, index: int) -> str:
 BATCH_ID_PREFIX = 26
 
 
+# -- the steward: hand edits of the znodes (see steward.py, docs/steward.md) ----------------
+
+
+@dataclass(frozen=True)
+class Healed:
+    """What :func:`heal_hand_edits` did: the audit rows it wrote (source "zookeeper"), the
+    znodes that hold no valid flag (each keeps its last good rule), and whether it rebuilt
+    the snapshot."""
+
+    changes: list[FlagChange]
+    invalid: dict[str, str]
+    rebuilt: bool
+
+
+def heal_hand_edits() -> Healed:
+    """Serve what the znodes hold after another client (``zkCli.sh``, a script) created,
+    changed or deleted a flag znode, or changed the environments znode, behind the write
+    path's back. In the order of every change:
+
+    1. **ZooKeeper**: the snapshot is rebuilt from the znodes, with one change record of
+       every entry that differs, in one ``multi()`` (:meth:`~.writer.FlagWriter.heal_snapshot`;
+       nothing is written when the snapshot already says what the znodes hold);
+    2. **the row mirror** and 3. **an audit row per change**, source "zookeeper" (ZooKeeper
+       does not say who), in one database transaction; then the record is deleted.
+
+    A process that dies between 1 and 3 leaves the record, settled like any other
+    (:func:`settle_changes`). A znode that holds no valid flag keeps its last good rule
+    and is returned in ``invalid``; no row changes for it."""
+    settle_changes()
+    note = _note(None, "zookeeper")
+    rebuilt = _writer().heal_snapshot(note)
+    audit: list[FlagChange] = []
+    if rebuilt.changes:
+        with _atomic():
+            for index, result in enumerate(rebuilt.changes):
+                if result.name == ENVIRONMENTS:
+                    pass
+                elif result.after is None:
+                    _delete_row(result.name)
+                else:
+                    _mirror(FlagRule.from_document(result.after, name=result.name), result.version)
+                audit.append(_record(result, note, None, change_id=_batch_id(note.id, index)))
+    return Healed(audit, rebuilt.invalid, rebuilt.written)
+
+
 # -- rows and audit (inside the database transaction) ---------------------------------------
 
 
@@ -962,7 +1015,9 @@ def _who(actor: Actor) -> tuple[Any, str]:
     return None, ""
 
 
-def _note(actor: Actor, source: str, action: str = "") -> ChangeNote:
+def _note(
+    actor: Actor, source: str, action: str = "", scheduled_for: datetime | None = None
+) -> ChangeNote:
     user, username = _who(actor)
     return ChangeNote(
         id=uuid.uuid4().hex,
@@ -973,6 +1028,7 @@ def _note(actor: Actor, source: str, action: str = "") -> ChangeNote:
         host=socket.gethostname(),
         pid=os.getpid(),
         action=action,
+        scheduled_for=scheduled_for.isoformat() if scheduled_for is not None else "",
     )
 
 
@@ -992,6 +1048,7 @@ def _record(
         user=user,
         username=username,
         change_id=change_id or note.id,
+        scheduled_for=_parse_time(note.scheduled_for, None),
     )
     if result.record_path is not None:
         path = result.record_path
@@ -1073,6 +1130,7 @@ def settle_changes(*, older_than: float = SETTLE_AFTER) -> list[FlagChange]:
                         username=str(record.get("username") or "")[:150],
                         at=_parse_time(record.get("at")),
                         change_id=change_id,
+                        scheduled_for=_parse_time(record.get("scheduled_for"), None),
                     )
                 )
             path = change.path
@@ -1114,11 +1172,17 @@ def _writer_gone(record: dict[str, Any]) -> bool:
     return False
 
 
-def _parse_time(value: Any) -> Any:
+_NOW: Any = object()
+
+
+def _parse_time(value: Any, default: Any = _NOW) -> Any:
+    """An ISO 8601 time from a change record; ``default`` (now) when there is none."""
     from django.utils.dateparse import parse_datetime
 
-    parsed = parse_datetime(value) if isinstance(value, str) else None
-    return parsed or timezone.now()
+    parsed = parse_datetime(value) if isinstance(value, str) and value else None
+    if parsed is not None:
+        return parsed
+    return timezone.now() if default is _NOW else default
 
 
 __all__ = [
@@ -1159,4 +1223,7 @@ __all__ = [
     "revert_to_change",
     "undelete_flag",
     "version_change",
+    # the steward
+    "Healed",
+    "heal_hand_edits",
 ]

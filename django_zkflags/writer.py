@@ -119,6 +119,9 @@ class ChangeNote:
     host: str = ""
     pid: int = 0
     action: str = ""  # "" : created/changed/deleted, as the writer finds it
+    #: A scheduled change: when it was due (ISO 8601), so that its audit row (written from
+    #: this record if the process dies first) says how late it ran.
+    scheduled_for: str = ""
 
     #: Documents larger than this (encoded) are left out of the record, so that the record
     #: never makes a change too large for one write; the audit row then says so.
@@ -165,7 +168,7 @@ class ChangeNote:
         return data
 
     def _who(self) -> dict[str, Any]:
-        return {
+        who = {
             "id": self.id,
             "source": self.source,
             "username": self.username,
@@ -174,6 +177,9 @@ class ChangeNote:
             "host": self.host,
             "pid": self.pid,
         }
+        if self.scheduled_for:
+            who["scheduled_for"] = self.scheduled_for
+        return who
 
 
 @dataclass
@@ -184,6 +190,61 @@ class _View:
     environments: dict[str, Any]
     version: int | None  # None: there is no snapshot node yet
     rebuilt: bool = False  # from the source znodes (the snapshot was missing or unreadable)
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """What a rebuild of the snapshot did: the invalid znodes (each kept its previous
+    entry), the entries it changed (a flag, or ``"@environments"``, as its znode holds it
+    and the snapshot did not: before and after), whether it wrote the snapshot, and the
+    change record written with it."""
+
+    invalid: dict[str, str]
+    changes: list[WriteResult]
+    written: bool = True
+    record_path: str | None = None
+
+
+def _differences(
+    old_flags: dict[str, Any],
+    entries: dict[str, Any],
+    old_environments: dict[str, Any],
+    environments: dict[str, Any],
+    environments_version: int | None,
+) -> list[WriteResult]:
+    """The entries of a snapshot rebuilt from the znodes that differ from the old one."""
+
+    def document(entry: Any) -> dict[str, Any] | None:
+        if entry is None:
+            return None
+        return {key: value for key, value in entry.items() if key != "version"}
+
+    changes = []
+    for name in sorted(set(old_flags) | set(entries)):
+        before, after = old_flags.get(name), entries.get(name)
+        if before == after:
+            continue
+        if after is None:
+            action, version = "deleted", None
+        else:
+            action = "created" if before is None else "changed"
+            version = after.get("version")
+        changes.append(
+            WriteResult(name, version, document(before), document(after), True, None, action)
+        )
+    if environments != old_environments:
+        changes.append(
+            WriteResult(
+                ENVIRONMENTS,
+                environments_version,
+                old_environments,
+                environments,
+                True,
+                None,
+                "changed",
+            )
+        )
+    return changes
 
 
 class _Outcome(ZooKeeperUnavailable):
@@ -535,15 +596,30 @@ class FlagWriter:
     def rebuild_snapshot(self) -> dict[str, str]:
         """Rewrite the snapshot from the flag znodes and the environments znode (repairs
         drift). Returns the invalid znodes; each keeps its previous snapshot entry."""
+        return self._rebuild(None, always=True).invalid
 
-        def attempt() -> dict[str, str]:
-            entries, errors = self.reader.flag_entries()
+    def heal_snapshot(self, note: ChangeNote) -> Rebuilt:
+        """Rebuild the snapshot from the znodes when they hold what it does not (a znode
+        created, changed or deleted by another client), with a change record of every
+        entry that changed (``note``, one batch record) in the same ``multi()``. Nothing
+        is written when the snapshot already says what the znodes hold. A missing or
+        unreadable snapshot is rebuilt without a record (there is nothing to compare)."""
+        return self._rebuild(note, always=False)
+
+    def _rebuild(self, note: ChangeNote | None, *, always: bool) -> Rebuilt:
+        def attempt() -> Rebuilt:
+            # The snapshot first: a write that lands after this read moves its version, so
+            # the versioned write below fails and the attempt starts again from fresh reads
+            # (flag znodes read before a write never go out with a snapshot read after it).
+            corrupt = False
             try:
                 old = self.reader.snapshot()
                 old_flags, old_environments, version = old.flags, old.environments, old.version
             except CorruptSnapshot:
+                corrupt = True
                 old_flags, old_environments = {}, {}
                 version = self.reader.snapshot_version()
+            entries, errors = self.reader.flag_entries()
             for name in errors:
                 if name in old_flags:
                     entries[name] = old_flags[name]
@@ -553,20 +629,52 @@ class FlagWriter:
                 env_doc = old_environments
             else:
                 env_doc = environments.document
+            baseline = version is not None and not corrupt
+            changes = (
+                _differences(old_flags, entries, old_environments, env_doc, environments.version)
+                if baseline
+                else []
+            )
+            if not always:
+                if baseline and old_flags and not entries and not errors:
+                    raise FlagWriteError(
+                        f"ZooKeeper holds no flag znode under {self.paths.flags} while the "
+                        f"snapshot has {len(old_flags)} flag(s): not rebuilt (every process "
+                        "would turn them all off). 'manage.py zkflags restore' writes them "
+                        "back from the admin's rows."
+                    )
+                nothing_there = not entries and environments.version is None
+                if (baseline and not changes) or (version is None and nothing_there):
+                    return Rebuilt(errors, [], written=False)
             payload, inflated = encode_snapshot(entries, env_doc)
-            self._check_size(payload, b"", "the rebuilt snapshot", inflated=inflated)
-            try:
-                if version is None:
-                    self.requests.result(
-                        self.client.create_async(self.paths.snapshot, payload, acl=self.acl)
-                    )
-                else:
-                    self.requests.result(
-                        self.client.set_async(self.paths.snapshot, payload, version=version)
-                    )
-            except (BadVersionError, NodeExistsError):
-                raise ForceRetryError() from None
-            return errors
+            record = note.record_batch(changes) if note is not None and changes else None
+            self._check_size(
+                payload, b"", "the rebuilt snapshot", extra=len(record or b""), inflated=inflated
+            )
+            tx = self.client.transaction()
+            if version is None:
+                tx.create(self.paths.snapshot, payload, acl=self.acl)
+            else:
+                tx.set_data(self.paths.snapshot, payload, version=version)
+            if record is not None:
+                tx.create(f"{self.paths.changes}/c-", record, acl=self.acl, sequence=True)
+            results = self.requests.result(tx.commit_async())
+            if any(isinstance(result, NoAuthError) for result in results):
+                raise PermissionDenied(
+                    "ZooKeeper refused the write (ACL): check the credentials in ZKFLAGS_URL"
+                )
+            failed = [result for result in results if isinstance(result, Exception)]
+            if failed:
+                # The snapshot moved (or appeared), or changes/ vanished: go again.
+                if all(
+                    isinstance(r, (BadVersionError, NodeExistsError, NoNodeError, RolledBackError))
+                    for r in failed
+                ):
+                    raise ForceRetryError()
+                raise FlagWriteError(f"ZooKeeper refused the write: {failed[0]!r}")
+            record_path = results[1] if record is not None else None
+            changes = [replace(change, record_path=record_path) for change in changes]
+            return Rebuilt(errors, changes, written=True, record_path=record_path)
 
         return self._retrying("the snapshot", attempt)
 
