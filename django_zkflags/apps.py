@@ -52,6 +52,10 @@ class ZkFlagsConfig(AppConfig):
         setting_changed.connect(_declared_changed, dispatch_uid="zkflags-declared")
         if should_autostart():
             started = runtime.start()
+            if conf.get("STEWARD"):
+                from .steward import start_in_process
+
+                start_in_process()
             threading.Thread(
                 target=settle_after_start, args=(started,), name="zkflags-settle", daemon=True
             ).start()

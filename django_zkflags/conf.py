@@ -116,6 +116,10 @@ DEFAULTS: dict[str, Any] = {
     # serves was not confirmed current within that many seconds. None: never for staleness
     # (a process that lost ZooKeeper keeps serving its last snapshot).
     "HEALTH_MAX_STALENESS": None,
+    # Run a steward in this process too (see docs/steward.md): it contends with the other
+    # stewards of the root, and when elected runs the scheduled changes and heals hand
+    # edits of the flag znodes. `manage.py zkflags steward` runs one as a process of its own.
+    "STEWARD": False,
 }
 
 

@@ -326,7 +326,10 @@ class FlagWriter:
                 name,
                 data,
                 record,
-                read_back=lambda: self._applied(name, doc, new_version),
+                read_back=lambda: (
+                    self._applied(name, doc, new_version)
+                    and (not also or note is None or self._recorded(note.id))
+                ),
                 also=also,
             )
             return WriteResult(
@@ -833,6 +836,15 @@ class FlagWriter:
     def _applied(self, name: str, doc: dict[str, Any] | None, version: int | None) -> bool:
         stored = self.reader.flag(name)
         return stored.version == version and stored.document() == doc
+
+    def _recorded(self, note_id: str) -> bool:
+        """Is the change record of ``note_id`` there? With an :class:`AlsoOp` the flag's
+        document alone cannot say whose ``multi()`` applied: another steward may have
+        written the same change from the same version (and consumed the same schedule)."""
+        return any(
+            change.record is not None and change.record.get("id") == note_id
+            for change in self.reader.change_records()
+        )
 
     def _check_expected(self, name: str, expected: int | None, current: StoredFlag) -> None:
         if expected is None and current.exists:

@@ -18,6 +18,11 @@ zkflags show NAME              the flag as ZooKeeper holds it, and what this pro
 zkflags delete NAME [--yes]    delete a flag (asks first); 'revert' brings it back
 zkflags fleet [--json]         every running process and the snapshot it serves
 zkflags references [--json] [--fail-on-unused]   flags the code uses, and does not
+zkflags schedule NAME --at WHEN --on|--off|--percent N|--value JSON [--force]
+                               change a flag at a time, once (run by the steward)
+zkflags schedule --list | --cancel ID      pending, refused and recently run schedules
+zkflags rollout NAME --steps 1,5,25 --every 30m | --pause | --resume | --abort
+zkflags steward [--status]     run a steward (one acts per root), or list them
 zkflags export PATH            every flag and the environments: .json, .yaml, or a directory
 zkflags import PATH [--dry-run] [--prune] [--force]   apply a file: all or nothing
 zkflags import-waffle [--dry-run] [--force]   copy django-waffle's flags, switches, samples
