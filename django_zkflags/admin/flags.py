@@ -34,6 +34,7 @@ from .environments import EnvironmentsMixin
 from .fleet import FleetMixin
 from .forms import FlagForm
 from .history import HistoryMixin
+from .schedules import ScheduleMixin
 
 #: Request attributes that tell this request's forms how to behave (see get_form).
 REFUSAL = "_zkflags_refusal"
@@ -41,7 +42,9 @@ READ_WAIT = "_zkflags_read_wait"
 UNCHANGED = "_zkflags_unchanged"
 
 
-class FlagAdmin(FlagListMixin, HistoryMixin, FleetMixin, EnvironmentsMixin, admin.ModelAdmin):
+class FlagAdmin(
+    FlagListMixin, HistoryMixin, FleetMixin, EnvironmentsMixin, ScheduleMixin, admin.ModelAdmin
+):
     filter_horizontal = ("users", "groups")
     readonly_fields = ("zk_version", "created", "modified")
     change_form_template = "admin/django_zkflags/flag/change_form.html"
