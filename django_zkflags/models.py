@@ -267,7 +267,7 @@ class FlagChange(models.Model):
         null=True,
         blank=True,
         help_text=_(
-            "A scheduled change (source \"schedule\"): when it was due. It ran at \"at\"; "
+            'A scheduled change (source "schedule"): when it was due. It ran at "at"; '
             "the difference is how late (a schedule missed while no steward ran)."
         ),
     )
