@@ -114,6 +114,28 @@ def test_one_of_two_stewards_acts_and_the_other_takes_over_when_it_stops(
     second.stop()
 
 
+def test_a_steward_in_process_and_the_status_command(zkflags, settings):
+    """ZKFLAGS["STEWARD"]: AppConfig.ready calls start_in_process(), on the runtime's
+    client; it is started once, and stopping it leaves the election at once."""
+    from django_zkflags import steward as steward_module
+
+    from ..conftest import zkflags_command
+
+    running = steward_module.start_in_process()
+    try:
+        assert steward_module.start_in_process() is running
+        wait_until(lambda: running.acting, BOUND)
+        assert running.client is zkflags.runtime.client
+        out = zkflags_command("steward", "--status")
+        assert f"{running.status.identifier}\tacting" in out
+        assert "(1 acts)" not in out and f"({running.status.identifier} acts)" in out
+    finally:
+        steward_module.stop_in_process()
+    assert steward_module.in_process() is None
+    assert contenders(zkflags.runtime.requests(), zkflags.root) == []
+    assert "none is running" in zkflags_command("steward", "--status")
+
+
 def test_contender_nodes_carry_the_apps_acl(zkflags, stewards, direct):
     steward = stewards(identifier="acl")
     wait_until(lambda: steward.acting, BOUND)
