@@ -404,7 +404,9 @@ class ScheduleStore:
     def schedules(self) -> tuple[list[Schedule], dict[str, str]]:
         """Every schedule, by time (then id), and the znodes that hold no schedule (id ->
         what is wrong). One ``get_children``, then the ``get``\\s pipelined."""
-        return self._read_all(self.schedules_path, self._schedule_of)
+        schedules, errors = self._read_all(self.schedules_path, self._schedule_of)
+        schedules.sort(key=lambda schedule: (schedule.at, schedule.id))
+        return schedules, errors
 
     def schedule(self, id: str) -> Schedule | None:
         found = self._get(self.schedule_path(_check_id(id)))
@@ -414,7 +416,7 @@ class ScheduleStore:
 
     def rollouts(self) -> list[Rollout]:
         rollouts, _errors = self._read_all(self.rollouts_path, self._rollout_of)
-        return rollouts
+        return sorted(rollouts, key=lambda rollout: rollout.flag)
 
     def rollout(self, flag: str) -> Rollout | None:
         found = self._get(self.rollout_path(flag))
@@ -452,9 +454,6 @@ class ScheduleStore:
                 found.append(parse(name, data, stat))
             except InvalidFlag as exc:
                 errors[name] = str(exc)
-        found.sort(key=lambda item: (getattr(item, "at", None) or 0, getattr(item, "id", "")))
-        if found and isinstance(found[0], Rollout):
-            found.sort(key=lambda item: item.flag)
         return found, errors
 
     # -- schedules -------------------------------------------------------------------------

@@ -135,10 +135,12 @@ class Steward:
         self._lost = False  # the session that won the election is gone
         self._heal_all = True
         self._flags_moved: set[str] = set()
+        self._moved_lock = threading.Lock()  # _flags_moved: the TreeWatch's thread and ours
         self._schedules_moved = True
         self._lock: Any = None
         self._thread = threading.Thread(target=self._run, name="zkflags-steward", daemon=True)
-        self._reported: dict[str, Any] = {}  # what was logged once (invalid znodes)
+        self._reported: dict[str, str] = {}  # invalid flag znodes logged (once each)
+        self._reported_schedules: dict[str, str] = {}  # invalid schedule znodes logged
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -178,7 +180,8 @@ class Steward:
         self._wake.set()
 
     def _on_flags(self, names: set[str]) -> None:  # the TreeWatch's thread
-        self._flags_moved |= names
+        with self._moved_lock:
+            self._flags_moved |= names
         self._wake.set()
 
     def _on_environments(self, data: bytes | None, stat: Any) -> None:  # NodeWatch's thread
@@ -329,7 +332,8 @@ class Steward:
 
     def _heal_if_needed(self) -> None:
         heal_all, self._heal_all = self._heal_all, False
-        names, self._flags_moved = self._flags_moved, set()
+        with self._moved_lock:
+            names, self._flags_moved = self._flags_moved, set()
         try:
             if not heal_all and not (names and self._drifted(names)):
                 return
@@ -414,8 +418,8 @@ class Steward:
             self._wake_later(1.0)
             return None
         for sid, error in sorted(errors.items()):
-            if self._reported.get(f"schedule:{sid}") != error:
-                self._reported[f"schedule:{sid}"] = error
+            if self._reported_schedules.get(sid) != error:
+                self._reported_schedules[sid] = error
                 log.error("Schedule znode %s holds no schedule (%s); left alone", sid, error)
         now = datetime.now(timezone.utc)
         for schedule in schedules:
