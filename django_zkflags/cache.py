@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from .rules import FlagRule
-from .snapshot import EMPTY, Snapshot
+from .snapshot import EMPTY, Snapshot, link_prerequisites
 
 
 class SnapshotStore:
@@ -80,8 +80,17 @@ class SnapshotStore:
         if self._overrides:
             merged = dict(flags)
             for name, active in self._overrides.values():  # later overrides win
-                merged[name] = FlagRule(name, everyone=active, note="override_flag")
+                forced = merged.get(name)
+                merged[name] = FlagRule(
+                    name,
+                    everyone=active,
+                    note="override_flag",
+                    public=forced is not None and forced.public,
+                )
             flags = merged
+        if flags is not base.flags and isinstance(flags, dict):
+            # Flags that require an overridden (or declared) flag follow it.
+            link_prerequisites(flags)
         previous = self.current
         self.current = replace(base, flags=flags, default_active=self._default_active)
         return _changed_names(previous.flags, self.current.flags)

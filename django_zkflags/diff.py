@@ -2,8 +2,9 @@
 in the admin and in ``manage.py zkflags history``.
 
 Pure: no Django, no ZooKeeper. A document missing a field is read with the field's default
-(``to_document`` leaves ``value`` and ``environments`` out when unset), so a document
-written by an older version compares equal to the same rule written by a newer one.
+(``to_document`` leaves ``value``, ``environments``, ``requires`` and ``public`` out when
+unset), so a document written by an older version compares equal to the same rule written
+by a newer one.
 
 >>> [str(c) for c in diff_documents({"percent": 10}, {"percent": 25})]
 ['percent: 10 → 25']
@@ -46,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
     "authenticated": False,
     "users": [],
     "groups": [],
+    "requires": [],
+    "public": False,
     "value": None,
     "environments": {},
     "note": "",

@@ -23,6 +23,7 @@ from django.utils.functional import LazyObject, empty
 
 from . import conf
 from .cache import store
+from .rules import FlagRule, LinkedRule
 from .snapshot import Snapshot
 
 ANONYMOUS_SALT = "django_zkflags.anonymous"
@@ -37,21 +38,47 @@ def evaluate(
 ) -> bool:
     """Is flag ``name`` on for ``user`` in ``snapshot``?
 
-    An anonymous visitor meeting a percentage is identified by ``flags`` (which mints an
-    id when the visitor has none), else by ``request``'s signed cookie, else not at all.
+    An anonymous visitor meeting a percentage (the flag's, or a prerequisite's) is
+    identified by ``flags`` (which mints an id when the visitor has none), else by
+    ``request``'s signed cookie, else not at all. A flag with prerequisites is on only when
+    its own rules match and every prerequisite is on for the same user or visitor.
     """
     rule = snapshot.flags.get(name)
     if rule is None:
         return snapshot.default_active
     if (
-        rule.threshold
+        rule.wants_anonymous_id
         and (request is not None or flags is not None)
-        and rule.everyone is None
         and not (user is not None and user.is_authenticated)
     ):
         anonymous_id = flags.anonymous() if flags is not None else read_anonymous_id(request)
         return rule.is_active(user, anonymous_id, user_group_ids)
     return rule.is_active(user, None, user_group_ids)
+
+
+def first_off_prerequisite(
+    snapshot: Snapshot,
+    name: str,
+    user: Any,
+    request: Any = None,
+    flags: RequestFlags | None = None,
+) -> FlagRule | None:
+    """The first prerequisite of flag ``name`` (in the order the flag lists them) that is
+    off for this user or visitor, as :func:`evaluate` decides it, or None (no such flag, no
+    prerequisites, or all of them on). A prerequisite that does not exist, or is in a cycle
+    with the flag, comes back as an off rule of that name whose ``note`` says which
+    (``rules.MISSING_PREREQUISITE``, ``rules.CYCLIC_PREREQUISITE``)."""
+    rule = snapshot.flags.get(name)
+    if not isinstance(rule, LinkedRule):
+        return None
+    anonymous_id = None
+    if (
+        rule.wants_anonymous_id
+        and (request is not None or flags is not None)
+        and not (user is not None and user.is_authenticated)
+    ):
+        anonymous_id = flags.anonymous() if flags is not None else read_anonymous_id(request)
+    return rule.off_prerequisite(user, anonymous_id, user_group_ids)
 
 
 def user_group_ids(user: Any) -> Iterable[int]:

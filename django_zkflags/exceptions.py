@@ -9,6 +9,7 @@ from .rules import InvalidFlag
 
 __all__ = [
     "FlagConflict",
+    "FlagRequired",
     "FlagTooLarge",
     "FlagWriteError",
     "InvalidFlag",
@@ -35,6 +36,11 @@ class FlagConflict(FlagWriteError):
         super().__init__(message)
         self.current = current
         self.current_version = current_version
+
+
+class FlagRequired(FlagWriteError):
+    """A flag other flags require cannot be deleted (they would be off for everyone):
+    take it out of their prerequisites first."""
 
 
 class FlagTooLarge(FlagWriteError):

@@ -27,6 +27,7 @@ from .rules import (
     InvalidFlag,
     freeze_value,
     validate_environments,
+    validate_requires,
 )
 
 validate_flag_name = RegexValidator(
@@ -87,6 +88,23 @@ class Flag(models.Model):
             "overrides and applies its own on top."
         ),
     )
+    requires = models.JSONField(
+        _("requires"),
+        default=list,
+        blank=True,
+        help_text=_(
+            "Prerequisites: names of flags that must all be on for the same user for this "
+            "one to be on (its own rules must match too). Empty: none."
+        ),
+    )
+    public = models.BooleanField(
+        _("public"),
+        default=False,
+        help_text=_(
+            "Served to browsers by zkflags/flags.json (its state and value for the visitor). "
+            "Leave off for anything a visitor must not see."
+        ),
+    )
     created = models.DateTimeField(_("created"), auto_now_add=True)
     modified = models.DateTimeField(_("modified"), auto_now=True)
     zk_version = models.IntegerField(
@@ -138,6 +156,10 @@ class Flag(models.Model):
             raise ValidationError({"environments": str(exc)}) from None
         except RecursionError:
             raise ValidationError({"environments": _("Nested too deeply.")}) from None
+        try:
+            validate_requires(self.requires, self.name or "flag")
+        except InvalidFlag as exc:
+            raise ValidationError({"requires": str(exc)}) from None
 
     # -- the one mapping between a row and a rule ------------------------------------------
 
@@ -162,6 +184,8 @@ class Flag(models.Model):
             note=self.note,
             value=self.value,
             environments=self.environments or None,
+            requires=self.requires or (),
+            public=self.public,
         )
 
     @staticmethod
@@ -177,6 +201,8 @@ class Flag(models.Model):
             "authenticated": rule.authenticated,
             "value": doc.get("value"),
             "environments": doc.get("environments") or {},
+            "requires": list(rule.requires),
+            "public": rule.public,
         }
 
     def mirrors(self, rule: FlagRule, version: int | None) -> bool:

@@ -13,6 +13,11 @@ anonymous cookie id)::
 so a visitor keeps its answer, stays in when the percentage rises, and two flags pick
 independent sets of visitors. Test vectors are in docs/percentages.md and
 tests/unit/test_rules.py.
+
+A flag may require other flags (``"requires": [names]``): it is on only when its own rules
+match and every prerequisite is on for the same user or visitor. Prerequisites are linked
+when a snapshot is compiled (:meth:`LinkedRule.link`, from ``snapshot.compile_entries``):
+a flag without prerequisites stays a plain :class:`FlagRule` and pays nothing for them.
 """
 
 from __future__ import annotations
@@ -38,14 +43,33 @@ BUCKETS = 10_000  # percentages have two decimals of resolution; the admin allow
 #: that nothing downstream (freezing, the admin's form, ``json.dumps``) recurses far.
 MAX_VALUE_DEPTH = 64
 
-#: Fields an environment may override (everything but the name and the note).
+#: Fields an environment may override (everything but the name, the note, the
+#: prerequisites and ``public``: what a flag depends on and whether front ends may read it
+#: are the same everywhere; whether each flag is on is what environments change).
 OVERRIDABLE_FIELDS = frozenset(
     ("everyone", "percent", "superusers", "staff", "authenticated", "users", "groups", "value")
 )
 
 
+#: The most flags one flag may depend on, directly or through its prerequisites: more is
+#: refused on save, and a flag linked with more (written by hand) is off. It bounds what a
+#: check costs and what a snapshot holds.
+MAX_PREREQUISITES = 64
+#: The note of a prerequisite linked as off because no flag of that name exists.
+MISSING_PREREQUISITE = "no such flag"
+#: The note of a prerequisite linked as off because it is in a cycle with the flag.
+CYCLIC_PREREQUISITE = "in a cycle of prerequisites"
+#: The note of what a flag depending on more than MAX_PREREQUISITES flags is linked to.
+TOO_MANY_PREREQUISITES = f"more than {MAX_PREREQUISITES} prerequisites, with theirs"
+
+
 class InvalidFlag(ValueError):
     """A flag name or document that cannot be accepted."""
+
+
+class PrerequisiteError(InvalidFlag):
+    """A change that would leave a flag requiring a flag that does not exist, or make a
+    cycle of prerequisites."""
 
 
 _short_repr = reprlib.Repr()
@@ -260,6 +284,176 @@ def _bool(doc: Mapping[str, Any], key: str) -> bool:
     return value
 
 
+def validate_requires(requires: object, name: str) -> tuple[str, ...]:
+    """The names of the flags ``name`` requires, in the order given: each a valid flag
+    name, once, and not ``name`` itself."""
+    if requires is None:
+        return ()
+    if isinstance(requires, (str, bytes)) or not isinstance(requires, (list, tuple)):
+        raise InvalidFlag(f"'requires' must be a list of flag names, got {describe(requires)}")
+    seen: set[str] = set()
+    for other in requires:
+        try:
+            validate_name(other)
+        except InvalidFlag:
+            raise InvalidFlag(f"Invalid flag name {describe(other)} in 'requires'") from None
+        if other == name:
+            raise PrerequisiteError(f"Flag {name!r} cannot require itself")
+        if other in seen:
+            raise InvalidFlag(f"Flag {name!r} requires {other!r} twice")
+        seen.add(other)
+    return tuple(requires)
+
+
+def requires_of(entry: object) -> tuple[str, ...]:
+    """The prerequisite names of a snapshot entry or flag document, as far as they are
+    names (for graph walks over documents nobody validated: anything else is ignored)."""
+    requires = entry.get("requires") if isinstance(entry, Mapping) else None
+    if not isinstance(requires, list):
+        return ()
+    return tuple(name for name in requires if isinstance(name, str))
+
+
+def prerequisite_path(
+    requires: Callable[[str], Sequence[str]], start: str, goal: str
+) -> list[str] | None:
+    """The shortest chain of prerequisites from ``start`` to ``goal`` (both included), or
+    None. ``requires(name)`` gives a flag's prerequisite names. Breadth first, without
+    recursion: any graph, cycles included, is walked once."""
+    if start == goal:
+        return [start]
+    came_from: dict[str, str | None] = {start: None}
+    frontier = [start]
+    while frontier:
+        following: list[str] = []
+        for node in frontier:
+            for nxt in requires(node):
+                if nxt in came_from:
+                    continue
+                came_from[nxt] = node
+                if nxt == goal:
+                    path = [nxt]
+                    back = came_from[nxt]
+                    while back is not None:
+                        path.append(back)
+                        back = came_from[back]
+                    return path[::-1]
+                following.append(nxt)
+        frontier = following
+    return None
+
+
+def prerequisite_problems(
+    flags: Mapping[str, Any], new_edges: Iterable[tuple[str, str]]
+) -> list[str]:
+    """What is wrong with prerequisites a change adds: ``flags`` maps every flag name to
+    its document (or snapshot entry) as it would be after the change, ``new_edges`` are the
+    ``(flag, prerequisite)`` pairs the change adds. Each prerequisite must exist, and no
+    added requirement may close a cycle (of any length). Requirements a flag already had
+    are not looked at, so that an edit (a kill switch) is never blocked by what a hand
+    edit broke elsewhere; ``check`` reports those."""
+
+    def requires(name: str) -> tuple[str, ...]:
+        return requires_of(flags.get(name))
+
+    problems: list[str] = []
+    new_edges = list(new_edges)
+    for name, other in new_edges:
+        if other not in flags:
+            problems.append(f"Flag {name!r} requires {other!r}, which does not exist")
+            continue
+        back = prerequisite_path(requires, other, name)
+        if back is not None:
+            chain = " -> ".join(repr(n) for n in (name, *back))
+            problems.append(f"Flag {name!r} cannot require {other!r}: a cycle ({chain})")
+    if problems or not new_edges:
+        return problems
+    # The flags that gained requirements, and every flag that depends on them, may now
+    # depend on too many.
+    required_by: dict[str, list[str]] = {}
+    for name, entry in flags.items():
+        listed = entry.get("requires") if isinstance(entry, Mapping) else None
+        if listed and isinstance(listed, list):
+            for other in listed:
+                if isinstance(other, str):
+                    required_by.setdefault(other, []).append(name)
+    affected = {name for name, _other in new_edges}
+    frontier = list(affected)
+    while frontier:
+        for up in required_by.get(frontier.pop(), ()):
+            if up not in affected:
+                affected.add(up)
+                frontier.append(up)
+    for name in sorted(affected):
+        if _depends_on_more_than(requires, name, MAX_PREREQUISITES):
+            problems.append(
+                f"Flag {name!r} would depend on more than {MAX_PREREQUISITES} flags, directly "
+                "or through its prerequisites"
+            )
+            break
+    return problems
+
+
+def _depends_on_more_than(requires: Callable[[str], Sequence[str]], name: str, limit: int) -> bool:
+    seen: set[str] = set()
+    stack = list(requires(name))
+    while stack:
+        node = stack.pop()
+        if node in seen or node == name:
+            continue
+        seen.add(node)
+        if len(seen) > limit:
+            return True
+        stack.extend(requires(node))
+    return False
+
+
+def strongly_connected(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """The strongly connected components of ``graph`` (name -> names it points to; names
+    not in ``graph`` are leaves), prerequisites before the flags that require them.
+    Tarjan's algorithm without recursion, so a chain of any length is safe."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        work = [(root, iter(graph[root]))]
+        while work:
+            node, edges = work[-1]
+            for nxt in edges:
+                if nxt not in graph:
+                    continue
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(graph[nxt])))
+                    break
+                if nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    components.append(component)
+    return components
+
+
 def _ids(doc: Mapping[str, Any], key: str) -> frozenset[int]:
     value = doc.get(key)
     if value is None:
@@ -272,7 +466,8 @@ def _ids(doc: Mapping[str, Any], key: str) -> frozenset[int]:
 
 
 #: The fields of a snapshot entry as FlagRule.describes compares them; an entry with only
-#: these (and the id lists) has no value and no environment overrides.
+#: these (and the id lists) has no value, environment overrides, prerequisites or
+#: ``public`` (all left out of documents when unset).
 _SCALARS = operator.itemgetter(
     "version", "everyone", "percent", "superusers", "staff", "authenticated", "note", "name"
 )
@@ -303,10 +498,16 @@ class FlagRule:
         "version",
         "value",
         "environments",
+        "requires",
+        "public",
+        "wants_anonymous_id",
         "_prefix",
         "_base",
         "_scalars",
+        "_plain",
     )
+
+    _plain: bool  # set with _scalars, on the rule's first comparison (describes)
 
     def __init__(
         self,
@@ -323,6 +524,8 @@ class FlagRule:
         version: int | None = None,
         value: Any = None,
         environments: Mapping[str, Mapping[str, Any]] | None = None,
+        requires: Iterable[str] | None = None,
+        public: bool = False,
     ) -> None:
         self.name = validate_name(name)
         if everyone is not None and not isinstance(everyone, bool):
@@ -343,9 +546,17 @@ class FlagRule:
             self.environments = validate_environments(environments, name)
         except RecursionError:
             raise InvalidFlag("'value' or 'environments' is nested too deeply") from None
+        # Most flags require nothing: no call for them (a cold start compiles thousands).
+        self.requires = () if requires is None else validate_requires(requires, name)
+        if public is not False and public is not True:  # False first: most are private
+            raise InvalidFlag(f"'public' must be true or false, got {describe(public)}")
+        self.public = public
+        #: Can a percentage decide this rule for an anonymous visitor? Then the evaluator
+        #: gives it the visitor's id (a linked rule also asks for its prerequisites').
+        self.wants_anonymous_id = everyone is None and self.threshold > 0
         self._prefix = name + "\x00"
         self._base = self  # the rule as stored, before environment overrides
-        self._scalars: tuple[Any, ...] | None = None  # see describes()
+        self._scalars: tuple[Any, ...] | None = None  # see describes() (and _plain)
 
     @classmethod
     def from_document(cls, doc: object, *, name: str | None = None) -> FlagRule:
@@ -374,13 +585,16 @@ class FlagRule:
             version=version,
             value=doc.get("value"),
             environments=doc.get("environments"),
+            requires=doc.get("requires"),
+            public=doc.get("public", False),
         )
 
     def to_document(self) -> dict[str, Any]:
         """The JSON-ready document (without the ZooKeeper version).
 
-        ``value`` and ``environments`` are left out when unset: absent means default, which
-        keeps documents small and readable by older versions.
+        ``value``, ``environments``, ``requires`` and ``public`` are left out when unset:
+        absent means default, which keeps documents small and readable by older versions
+        (and documents written before these fields existed equal to ones written after).
         """
         doc: dict[str, Any] = {
             "name": self.name,
@@ -397,6 +611,10 @@ class FlagRule:
             doc["value"] = thaw_value(self.value)
         if self.environments:
             doc["environments"] = thaw_value(self.environments)
+        if self.requires:
+            doc["requires"] = list(self.requires)
+        if self.public:
+            doc["public"] = True
         return doc
 
     def for_environment(self, chain: Sequence[str]) -> FlagRule:
@@ -439,6 +657,14 @@ class FlagRule:
             return False
         mine = base._scalars
         if mine is None:  # computed once per rule, on its first comparison
+            # An entry of the plain size describes this rule only if it has none of the
+            # fields documents leave out when unset.
+            base._plain = (
+                base.value is None
+                and not base.environments
+                and not base.requires
+                and not base.public
+            )
             mine = base._scalars = (
                 base.version,
                 base.everyone,
@@ -459,8 +685,15 @@ class FlagRule:
             len(groups) != len(base.groups) or not base.groups.issuperset(groups)
         ):
             return False
-        if len(entry) == _PLAIN_ENTRY_KEYS:  # no value, no environments
-            return base.value is None and not base.environments
+        if len(entry) == _PLAIN_ENTRY_KEYS:  # no value, environments, requires, public
+            return base._plain
+        requires = entry.get("requires")
+        if (requires or base.requires) and (
+            not isinstance(requires, list) or tuple(requires) != base.requires
+        ):
+            return False
+        if entry.get("public", False) is not base.public:
+            return False
         value, environments = entry.get("value"), entry.get("environments")
         if (value is None) != (base.value is None) or (
             value is not None and thaw_value(base.value) != value
@@ -511,12 +744,23 @@ class FlagRule:
             and not self.groups.isdisjoint(group_ids(user))
         )
 
+    @property
+    def wants_group_ids(self) -> bool:
+        """Can evaluating this rule ask for the user's group ids (its group rules, or a
+        prerequisite's)? Async code fetches them first when so."""
+        return bool(self.groups) and self.everyone is None
+
     def summary(self) -> str:
         """A short human description of the rule, for the admin and the CLI."""
-        if self.everyone is True:
-            return "on for everyone"
         if self.everyone is False:
             return "off for everyone"
+        if self.requires:
+            return f"{self._own_summary()} (requires {', '.join(self.requires)})"
+        return self._own_summary()
+
+    def _own_summary(self) -> str:
+        if self.everyone is True:
+            return "on for everyone"
         parts = []
         if self.superusers:
             parts.append("superusers")
@@ -542,3 +786,84 @@ class FlagRule:
 
     def __repr__(self) -> str:
         return f"<FlagRule {self.name} v{self.version}: {self.summary()}>"
+
+
+class LinkedRule(FlagRule):
+    """A flag with prerequisites, linked to its prerequisites' rules in one snapshot (by
+    ``snapshot.link_prerequisites`` when the snapshot is compiled): on only when its own
+    rules match **and** every prerequisite is on for the same user or visitor.
+
+    ``prerequisites`` are the rules of the flags it lists; ``closure`` every rule it
+    depends on, directly or through its prerequisites, each once (prerequisites first, in
+    the order listed, each followed by its own). The flag is on when its own rules and
+    those of every rule of the closure match: a flat loop, never a recursion, whatever the
+    shape of the graph. A prerequisite that is missing, in a cycle with the flag, or beyond
+    :data:`MAX_PREREQUISITES` is linked as an :func:`unavailable` rule (off; its note says
+    why). Flags without prerequisites stay plain :class:`FlagRule` objects and pay
+    nothing.
+    """
+
+    __slots__ = ("prerequisites", "closure", "unlinked")
+
+    prerequisites: tuple[FlagRule, ...]
+    closure: tuple[FlagRule, ...]
+    unlinked: FlagRule  # the same rule before linking (what the next compile links again)
+
+    @classmethod
+    def link(
+        cls, rule: FlagRule, prerequisites: Sequence[FlagRule], closure: Sequence[FlagRule]
+    ) -> LinkedRule:
+        linked = cls.__new__(cls)
+        for slot in FlagRule.__slots__:
+            try:
+                setattr(linked, slot, getattr(rule, slot))
+            except AttributeError:  # a slot set lazily (_plain), not set yet
+                pass
+        linked.prerequisites = tuple(prerequisites)
+        linked.closure = tuple(closure)
+        linked.unlinked = rule
+        reachable = rule.everyone is not False
+        linked.wants_anonymous_id = reachable and (
+            rule.wants_anonymous_id or any(r.wants_anonymous_id for r in linked.closure)
+        )
+        return linked
+
+    @property
+    def wants_group_ids(self) -> bool:
+        if self.everyone is not None:
+            return self.everyone is True and any(rule.wants_group_ids for rule in self.closure)
+        return bool(self.groups) or any(rule.wants_group_ids for rule in self.closure)
+
+    def is_active(
+        self,
+        user: Any,
+        anonymous_id: str | None = None,
+        group_ids: Callable[[Any], Iterable[int]] | None = None,
+    ) -> bool:
+        own = FlagRule.is_active
+        if not own(self, user, anonymous_id, group_ids):
+            return False
+        for rule in self.closure:
+            if not own(rule, user, anonymous_id, group_ids):
+                return False
+        return True
+
+    def off_prerequisite(
+        self,
+        user: Any,
+        anonymous_id: str | None = None,
+        group_ids: Callable[[Any], Iterable[int]] | None = None,
+    ) -> FlagRule | None:
+        """The first flag this one depends on (directly or through its prerequisites, in
+        the order of :attr:`closure`) whose own rules do not match for this user or
+        visitor: the reason a prerequisite is off. None when all match. A missing, cyclic
+        or too-far prerequisite is an off rule whose ``note`` says which."""
+        for rule in self.closure:
+            if not FlagRule.is_active(rule, user, anonymous_id, group_ids):
+                return rule
+        return None
+
+
+def unavailable(name: str, why: str) -> FlagRule:
+    """What a prerequisite that cannot be evaluated is linked as: off for everyone."""
+    return FlagRule(name, everyone=False, note=why)

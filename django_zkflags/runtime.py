@@ -40,7 +40,7 @@ from .snapshot import (
     resolve_environment,
 )
 from .watcher import NodeWatch
-from .writer import FlagWriter
+from .writer import FlagWriter, ViewCheck
 
 log = logging.getLogger("django_zkflags")
 
@@ -158,7 +158,11 @@ class FlagRuntime:
         requests = Requests(self.client, self.url, timeout)
         return read_fleet(requests, self.url.root, self.paths.snapshot)
 
-    def writer(self, check_empty_tree: Callable[[], None] | None = None) -> FlagWriter:
+    def writer(
+        self,
+        check_empty_tree: Callable[[], None] | None = None,
+        check: ViewCheck | None = None,
+    ) -> FlagWriter:
         return FlagWriter(
             self.requests(),
             self.paths,
@@ -166,6 +170,7 @@ class FlagRuntime:
             max_bytes=int(conf.get("MAX_WRITE_BYTES")),
             max_snapshot_bytes=max_snapshot_bytes(),
             check_empty_tree=check_empty_tree,
+            check=check,
         )
 
     # -- snapshots (the watch's thread) ----------------------------------------------------
@@ -184,9 +189,9 @@ class FlagRuntime:
         previous = base.flags if base.chain == chain else None
         flags, errors = compile_entries(payload["flags"], previous=previous, chain=chain)
         for name, error in errors.items():
-            log.error(
-                "Flag %r in the snapshot is invalid (%s); keeping its last good value", name, error
-            )
+            # An invalid entry keeps its last good rule; a broken prerequisite turns its
+            # flag off (the error says which).
+            log.error("Flag %r in the snapshot is not served as written: %s", name, error)
         return Snapshot(
             flags,
             zxid=zxid,

@@ -28,7 +28,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,10 +42,19 @@ from django.utils import timezone
 
 from . import runtime
 from .diff import member_ids
-from .exceptions import FlagConflict, FlagWriteError
+from .exceptions import FlagConflict, FlagRequired, FlagWriteError
 from .models import Flag, FlagChange
 from .reader import ChangeRecord, StoredEnvironments, StoredFlag, StoredSnapshot
-from .rules import FlagRule, InvalidFlag, validate_environments_document, validate_name
+from .rules import (
+    FlagRule,
+    InvalidFlag,
+    PrerequisiteError,
+    prerequisite_problems,
+    requires_of,
+    strongly_connected,
+    validate_environments_document,
+    validate_name,
+)
 from .snapshot import CorruptSnapshot
 from .writer import BATCH, ENVIRONMENTS, AlsoOp, BatchItem, ChangeNote, WriteResult
 
@@ -217,6 +226,80 @@ def refuse_undefined_environments(rule: FlagRule) -> None:
         "A typo? Define it first ('manage.py zkflags env NAME', or the admin's "
         "Environments page)."
     )
+
+
+# -- prerequisites (checked by the writer, against the view it commits with) ---------------
+
+
+def check_prerequisites(flags: Mapping[str, Any], before: Mapping[str, Any]) -> None:
+    """Refuse a change of flags that would make a flag require a flag that does not exist,
+    close a cycle of prerequisites (of any length), or delete a flag that others require.
+
+    ``flags`` are every snapshot entry as the change would leave them, ``before`` the
+    entries it replaces (None: created), by name. Every change of flags through this module
+    runs it: the writer calls it in each attempt, against the snapshot it is about to
+    replace (:data:`~django_zkflags.writer.ViewCheck`), so two editors saving at once cannot
+    make a cycle between them. Only requirements the change adds are looked at: a flag
+    whose prerequisites a hand edit broke can still be edited (turned off), and ``check``
+    reports it. Raises :class:`~django_zkflags.rules.PrerequisiteError` (an InvalidFlag)
+    or :class:`~django_zkflags.exceptions.FlagRequired`; nothing is written then."""
+    new_edges: list[tuple[str, str]] = []
+    deleted: set[str] = set()
+    for name, old in before.items():
+        entry = flags.get(name)
+        if entry is None:
+            deleted.add(name)
+            continue
+        had = requires_of(old)
+        new_edges.extend((name, other) for other in requires_of(entry) if other not in had)
+    problems = prerequisite_problems(flags, new_edges)
+    if problems:
+        raise PrerequisiteError("; ".join(problems) + ". Nothing was saved.")
+    if not deleted:
+        return
+    required: dict[str, list[str]] = {}
+    for name, entry in flags.items():
+        requires = entry.get("requires") if isinstance(entry, dict) else None
+        if requires and isinstance(requires, list):
+            for other in deleted.intersection(requires):
+                required.setdefault(other, []).append(name)
+    if required:
+        raise FlagRequired(
+            "; ".join(
+                f"Flag {other!r} is required by {', '.join(repr(n) for n in sorted(names))}"
+                for other, names in sorted(required.items())
+            )
+            + ": take it out of their prerequisites first. Nothing was deleted."
+        )
+
+
+def _prerequisite_drift(rules: Mapping[str, FlagRule], names: set[str]) -> list[tuple[str, str]]:
+    """Prerequisites written by other means that no save would accept: a flag requiring a
+    flag ZooKeeper does not hold (``names`` are the flag znodes), or a cycle."""
+    graph = {name: rule.requires for name, rule in rules.items() if rule.requires}
+    problems = []
+    for name, requires in sorted(graph.items()):
+        missing = [other for other in requires if other not in names]
+        if missing:
+            problems.append(
+                (
+                    name,
+                    f"requires {', '.join(missing)}, which ZooKeeper does not hold: off "
+                    "everywhere until they exist or are taken out of its prerequisites",
+                )
+            )
+    for component in strongly_connected(graph):
+        if len(component) > 1:
+            for name in sorted(component):
+                others = ", ".join(sorted(set(component) - {name}))
+                problems.append(
+                    (
+                        name,
+                        f"is in a cycle of prerequisites with {others}: off everywhere until "
+                        "one of them stops requiring the next",
+                    )
+                )
+    return problems
 
 
 def set_everyone(
@@ -398,6 +481,8 @@ def check() -> Drift:
                     "document does not define: define them ('zkflags env NAME') or remove "
                     "the overrides",
                 )
+    for name, what in _prerequisite_drift(drift.nodes, set(drift.nodes) | set(drift.invalid)):
+        drift.add(name, what)
     for change in pending_changes():
         record = change.record or {}
         drift.add(
@@ -944,7 +1029,9 @@ def _refuse_empty_tree() -> None:
 
 
 def _writer(*, restoring: bool = False) -> Any:
-    return runtime.get_runtime().writer(None if restoring else _refuse_empty_tree)
+    return runtime.get_runtime().writer(
+        None if restoring else _refuse_empty_tree, check=check_prerequisites
+    )
 
 
 def _atomic() -> Any:
@@ -1192,6 +1279,7 @@ __all__ = [
     "Drift",
     "RepairReport",
     "check",
+    "check_prerequisites",
     "command_actor",
     "current_actor",
     "delete_flag",

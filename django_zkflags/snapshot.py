@@ -25,7 +25,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .rules import FlagRule, InvalidFlag, environment_chain
+from .rules import (
+    CYCLIC_PREREQUISITE,
+    MAX_PREREQUISITES,
+    MISSING_PREREQUISITE,
+    TOO_MANY_PREREQUISITES,
+    FlagRule,
+    InvalidFlag,
+    LinkedRule,
+    environment_chain,
+    prerequisite_path,
+    strongly_connected,
+    unavailable,
+)
 
 MAGIC = b"ZKF1"
 FORMAT = 1
@@ -188,23 +200,123 @@ def compile_entries(
     :meth:`FlagRule.describes`) reuse it (cheap updates with many flags); the caller passes
     no ``previous`` when the chain changed. A bad entry keeps the previous rule for that
     name, if there was one, and is reported in the returned errors.
+
+    Flags with prerequisites are then linked to their prerequisites' rules
+    (:func:`link_prerequisites`); one whose prerequisite is missing or in a cycle with it
+    is off, and reported in the errors too.
     """
     previous = previous or {}
     flags: dict[str, FlagRule] = {}
     errors: dict[str, str] = {}
+    dependents: list[str] = []
     for name, entry in entries.items():
         old = previous.get(name)
         if old is not None and isinstance(entry, dict) and old.describes(entry):
             flags[name] = old
+            if old.requires:
+                dependents.append(name)
             continue
         try:
             rule = FlagRule.from_document(entry, name=name)
             flags[name] = rule.for_environment(chain) if rule.environments else rule
+            if rule.requires:
+                dependents.append(name)
         except InvalidFlag as exc:
             errors[str(name)[:200]] = str(exc)
             if old is not None:
                 flags[name] = old
+                if old.requires:
+                    dependents.append(name)
+    if dependents:
+        for name, why in link_prerequisites(flags, dependents).items():
+            errors[name] = f"{errors[name]}; {why}" if name in errors else why
     return flags, errors
+
+
+def link_prerequisites(
+    flags: dict[str, FlagRule], dependents: Sequence[str] | None = None
+) -> dict[str, str]:
+    """Link each rule of ``flags`` that has prerequisites (``dependents``, the names of
+    those rules: all of them when None) to the rules of its prerequisites in ``flags``, in
+    place (:class:`~django_zkflags.rules.LinkedRule`): prerequisites first, so that a chain
+    is linked to its final rules. A linked rule whose prerequisites are the very same rules
+    as before is kept as it is.
+
+    A prerequisite that is not in ``flags``, in a cycle with the flag, or past
+    :data:`~django_zkflags.rules.MAX_PREREQUISITES` is linked as an off rule
+    (:func:`~django_zkflags.rules.unavailable`): evaluating never follows a cycle. Returns
+    what is wrong, by flag name (those flags are off for everyone). No recursion: any
+    graph, of any depth, is linked in one pass over its components."""
+    if dependents is None:
+        dependents = [name for name, rule in flags.items() if rule.requires]
+    graph = {name: _unlinked(flags[name]).requires for name in dependents}
+    errors: dict[str, str] = {}
+    for component in strongly_connected(graph):
+        cyclic = len(component) > 1 or component[0] in graph[component[0]]
+        members = frozenset(component) if cyclic else frozenset()
+        for name in component:
+            current = flags[name]
+            rule = _unlinked(current)
+            targets: list[FlagRule] = []
+            missing: list[str] = []
+            for other in rule.requires:
+                target = flags.get(other)
+                if other in members:
+                    target = unavailable(other, CYCLIC_PREREQUISITE)
+                elif target is None:
+                    target = unavailable(other, MISSING_PREREQUISITE)
+                    missing.append(other)
+                targets.append(target)
+            if cyclic:
+                errors[name] = _cycle_error(name, graph, members)
+            elif missing:
+                names = ", ".join(repr(other) for other in missing)
+                errors[name] = f"requires {names}, not in the snapshot: off until it exists"
+            if (
+                isinstance(current, LinkedRule)
+                and len(current.prerequisites) == len(targets)
+                and all(a is b for a, b in zip(current.prerequisites, targets, strict=True))
+            ):
+                continue
+            closure = _closure(targets)
+            if closure is None:
+                closure = [unavailable(name, TOO_MANY_PREREQUISITES)]
+                errors[name] = (
+                    f"depends on more than {MAX_PREREQUISITES} flags, directly or through "
+                    "its prerequisites: off until some are taken out"
+                )
+            flags[name] = LinkedRule.link(rule, targets, closure)
+    return errors
+
+
+def _closure(prerequisites: Sequence[FlagRule]) -> list[FlagRule] | None:
+    """Every rule ``prerequisites`` stand for, each once: each prerequisite followed by
+    its own closure (already linked). None past MAX_PREREQUISITES."""
+    closure: list[FlagRule] = []
+    seen: set[int] = set()
+    for prerequisite in prerequisites:
+        more = prerequisite.closure if isinstance(prerequisite, LinkedRule) else ()
+        for rule in (prerequisite, *more):
+            if id(rule) not in seen:
+                seen.add(id(rule))
+                closure.append(rule)
+        if len(closure) > MAX_PREREQUISITES:
+            return None
+    return closure
+
+
+def _unlinked(rule: FlagRule) -> FlagRule:
+    return rule.unlinked if isinstance(rule, LinkedRule) else rule
+
+
+def _cycle_error(name: str, graph: Mapping[str, Sequence[str]], members: frozenset[str]) -> str:
+    def inside(node: str) -> list[str]:
+        return [other for other in graph.get(node, ()) if other in members]
+
+    start = inside(name)[0]
+    back = prerequisite_path(inside, start, name) or [start, name]
+    chain = " -> ".join(repr(node) for node in (name, *back))
+    return f"in a cycle of prerequisites ({chain}): off until it is broken"
 
 
 def resolve_environment(

@@ -16,7 +16,7 @@ environments document); it does not validate again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -55,6 +55,13 @@ ENVIRONMENTS = "@environments"  # the name changes of the environments document 
 BATCH = "@batch"  # the name of a change record that covers several flags
 
 T = TypeVar("T")
+
+#: A check of a change against the whole view it is committed with, run in every attempt
+#: (so against what ZooKeeper holds at that moment, serialised with every other writer by
+#: the snapshot's version): ``check(flags, before)``, where ``flags`` are the snapshot's
+#: entries after the change and ``before`` the entries the change replaces (None: it
+#: creates the flag), by name. It raises to refuse the change; nothing is written.
+ViewCheck = Callable[[Mapping[str, Any], Mapping[str, Any]], None]
 
 READ_BACK_ERRORS: tuple[type[BaseException], ...] = (FlagWriteError, *UNAVAILABLE_ERRORS)
 
@@ -264,13 +271,17 @@ class FlagWriter:
         max_bytes: int = 1000 * 1000,
         check_empty_tree: Callable[[], None] | None = None,
         max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES,
+        check: ViewCheck | None = None,
     ) -> None:
         """``check_empty_tree`` is called before a write that would start the tree from
         nothing (no snapshot, no flag, no environments): it raises to refuse that (when
         ZooKeeper lost data that exists elsewhere, say). ``max_snapshot_bytes``: the
         largest snapshot (as JSON) read or written; a larger one read is corrupt (and
-        rebuilt), one to be written is refused."""
+        rebuilt), one to be written is refused. ``check`` (a :data:`ViewCheck`) is run by
+        every change of flags (``write_flag``, ``write_flags``, ``delete_flag``) before it
+        commits: cross-flag rules (prerequisites) decided against the view written."""
         self.check_empty_tree = check_empty_tree
+        self.check = check
         self.requests = requests
         self.client: KazooClient = requests.client
         self.paths = paths
@@ -305,7 +316,10 @@ class FlagWriter:
             unchanged = current.document() == doc and view.flags.get(name) == entry
             if unchanged and not view.rebuilt and not also:
                 return WriteResult(name, current.version, doc, doc, changed=False, action="changed")
+            replaced = view.flags.get(name)
             view.flags[name] = {**doc, "version": new_version}
+            if self.check is not None:
+                self.check(view.flags, {name: replaced})
             tx = self.client.transaction()
             if expected_version is None:
                 tx.create(path, data, acl=self.acl)
@@ -403,11 +417,12 @@ class FlagWriter:
             results: list[WriteResult] = []
             written: list[tuple[str, dict[str, Any] | None, int | None]] = []
             sizes: list[int] = []
+            replaced: dict[str, Any] = {}
             for item in items:
                 stored = current[item.name]
                 before = stored.document()
                 if item.rule is None:
-                    view.flags.pop(item.name, None)
+                    replaced[item.name] = view.flags.pop(item.name, None)
                     tx.delete(self.paths.flag(item.name), version=item.expected_version)
                     written.append((item.name, None, None))
                     results.append(
@@ -429,6 +444,7 @@ class FlagWriter:
                 else:
                     tx.set_data(self.paths.flag(item.name), data, version=item.expected_version)
                     version, action = item.expected_version + 1, "changed"
+                replaced[item.name] = view.flags.get(item.name)
                 view.flags[item.name] = {**doc, "version": version}
                 written.append((item.name, doc, version))
                 results.append(WriteResult(item.name, version, before, doc, True, None, action))
@@ -465,6 +481,8 @@ class FlagWriter:
                     )
             if not written:
                 return results
+            if self.check is not None and replaced:
+                self.check(view.flags, replaced)
             record = (
                 note.record_batch([r for r in results if r.changed]) if note is not None else None
             )
@@ -536,7 +554,9 @@ class FlagWriter:
             current = self.reader.flag(name)
             self._check_expected(name, expected_version, current)
             view = self._view_for_write()
-            view.flags.pop(name, None)
+            replaced = view.flags.pop(name, None)
+            if self.check is not None:
+                self.check(view.flags, {name: replaced})
             tx = self.client.transaction()
             tx.delete(path, version=expected_version)
             record = note.record(name, "deleted", None, current.document(), None) if note else None

@@ -399,8 +399,9 @@ class FlagListMixin(AdminBase):
             self.message_user(
                 request,
                 _(
-                    "Invalid data in ZooKeeper for %(names)s; serving their last good values. "
-                    "Run 'manage.py zkflags check'."
+                    "Invalid data in ZooKeeper for %(names)s; serving their last good values "
+                    "(off, for a flag whose prerequisite is missing or in a cycle). Run "
+                    "'manage.py zkflags check'."
                 )
                 % {"names": ", ".join(sorted(invalid))},
                 level=messages.WARNING,

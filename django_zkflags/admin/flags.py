@@ -58,7 +58,12 @@ class FlagAdmin(
                 "fields": ("superusers", "staff", "authenticated", "percent", "users", "groups"),
             },
         ),
+        (
+            _("Prerequisites"),
+            {"fields": ("requires",), "description": _("Also on only when these are on.")},
+        ),
         (_("Live configuration"), {"fields": ("value",)}),
+        (_("Front ends"), {"fields": ("public",)}),
         (_("Environments"), {"fields": ("environments",)}),
         (
             _("ZooKeeper"),

@@ -30,7 +30,15 @@ from django.utils.translation import gettext_lazy as _
 from .. import services
 from ..exceptions import FlagConflict, FlagWriteError, ZooKeeperUnavailable
 from ..models import Flag, percent_from_row
-from ..rules import MAX_VALUE_DEPTH, FlagRule, InvalidFlag, json_text_too_deep
+from ..rules import (
+    MAX_VALUE_DEPTH,
+    FlagRule,
+    InvalidFlag,
+    PrerequisiteError,
+    json_text_too_deep,
+    validate_name,
+    validate_requires,
+)
 from . import offline
 
 #: ZooKeeper's znode versions are 32-bit signed integers.
@@ -113,6 +121,33 @@ class BoundedJSONField(forms.JSONField):
         return super().prepare_value(value)
 
 
+class RequiresField(forms.CharField):
+    """Flag names separated by commas (or spaces), as a list: ``"new-cart, payments-v2"``.
+    A comma list scales to any number of flags without a widget, and reads as the
+    command's ``--requires a,b``."""
+
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+        if isinstance(value, (list, tuple)):
+            return [str(item) for item in value]
+        text = super().to_python(value) or ""
+        names = [part for part in text.replace(",", " ").split() if part]
+        for name in names:
+            try:
+                validate_name(name)
+            except InvalidFlag:
+                raise ValidationError(
+                    _("%(name)s is not a flag name: letters, digits, '-', '_' and '.'."),
+                    code="invalid",
+                    params={"name": Truncator(name).chars(60)},
+                ) from None
+        return names
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return ", ".join(str(item) for item in value)
+        return value
+
+
 class FlagForm(forms.ModelForm):
     """Starts from what ZooKeeper holds (not the row) and remembers the znode version it
     showed; :meth:`clean` turns the input into the rule that will be written.
@@ -123,6 +158,16 @@ class FlagForm(forms.ModelForm):
 
     zk_version_seen = forms.IntegerField(
         required=False, min_value=0, max_value=MAX_ZNODE_VERSION, widget=forms.HiddenInput
+    )
+    requires = RequiresField(
+        label=_("Requires"),
+        required=False,
+        widget=forms.TextInput(attrs={"class": "vTextField", "size": 80}),
+        help_text=_(
+            "Flags that must all be on for the same user for this one to be on (its own "
+            "rules must match too), separated by commas: e.g. new-cart, payments-v2. They "
+            "must exist; a cycle is refused. The same in every environment."
+        ),
     )
 
     #: Set by the admin for one request (FlagAdmin.get_form): a save ZooKeeper refused. The
@@ -146,6 +191,8 @@ class FlagForm(forms.ModelForm):
             "groups",
             "value",
             "environments",
+            "requires",
+            "public",
         )
         field_classes = {"value": BoundedJSONField, "environments": BoundedJSONField}
 
@@ -222,13 +269,20 @@ class FlagForm(forms.ModelForm):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         refusal = self.refusal
-        if refusal is not None:
+        if isinstance(refusal, PrerequisiteError) and "requires" in self.fields:
+            self.add_error("requires", refusal_text(refusal))
+        elif refusal is not None:
             self.add_error(None, refusal_text(refusal, adding=self.instance.pk is None))
             if isinstance(refusal, FlagConflict):
                 self._show_current(refusal)
         if self.errors:
             return cleaned
         name = cleaned.get("name") or self.instance.name
+        try:
+            validate_requires(cleaned.get("requires") or (), name)
+        except InvalidFlag as exc:
+            self.add_error("requires", str(exc))
+            return cleaned
         try:
             self.rule = FlagRule(
                 name,
@@ -242,6 +296,8 @@ class FlagForm(forms.ModelForm):
                 note=cleaned.get("note") or "",
                 value=cleaned.get("value"),
                 environments=cleaned.get("environments") or None,
+                requires=cleaned.get("requires") or (),
+                public=bool(cleaned.get("public")),
             )
         except InvalidFlag as exc:
             raise forms.ValidationError(str(exc)) from None
@@ -332,6 +388,8 @@ def _shown(name: str, value: Any) -> str:
         return str(dict(Flag.EVERYONE_CHOICES).get(value, gettext("decided by the rules")))
     if isinstance(value, bool):
         return gettext("yes") if value else gettext("no")
+    if name == "requires":
+        return Truncator(", ".join(value or ())).chars(300)
     if name in ("users", "groups"):
         model: Any = get_user_model() if name == "users" else Group
         found = {obj.pk: str(obj) for obj in model.objects.filter(pk__in=value)}

@@ -47,6 +47,24 @@ class Set(Subcommand):
         parser.add_argument(
             "--env", help="change the override of this environment instead of the base rule"
         )
+        parser.add_argument(
+            "--requires",
+            metavar="A,B",
+            help="prerequisites: flags that must all be on too, comma-separated ('' clears); "
+            "they must exist, and a cycle is refused",
+        )
+        exposure = parser.add_mutually_exclusive_group()
+        exposure.add_argument(
+            "--public",
+            dest="public",
+            action="store_const",
+            const=True,
+            default=None,
+            help="serve the flag to browsers (zkflags/flags.json)",
+        )
+        exposure.add_argument(
+            "--private", dest="public", action="store_const", const=False, help="stop serving it"
+        )
 
     def handle(
         self,
@@ -56,10 +74,17 @@ class Set(Subcommand):
         note: str | None,
         value: str | None = None,
         env: str | None = None,
+        requires: str | None = None,
+        public: bool | None = None,
         **options: Any,
     ) -> None:
         validate_name(name)
         changes: dict[str, Any] = {}
+        flag_wide: dict[str, Any] = {}  # not overridable per environment
+        if requires is not None:
+            flag_wide["requires"] = [part.strip() for part in requires.split(",") if part.strip()]
+        if public is not None:
+            flag_wide["public"] = public
         if everyone != "keep":
             changes["everyone"] = everyone
         if percent is not None:
@@ -83,6 +108,7 @@ class Set(Subcommand):
                 doc["environments"] = environments
             else:
                 doc.update(changes)
+            doc.update(flag_wide)
             if note is not None:
                 doc["note"] = note
             return doc
@@ -93,7 +119,10 @@ class Set(Subcommand):
         rule = stored.rule.for_environment((env,) if env else ())
         where = f" in {env}" if env else ""
         unchanged = " (unchanged)" if audit is None else ""
-        self.stdout.write(f"{name}{where}: {rule.summary()} (version {stored.version}){unchanged}")
+        shown = ", public" if rule.public else ""
+        self.stdout.write(
+            f"{name}{where}: {rule.summary()} (version {stored.version}{shown}){unchanged}"
+        )
 
 
 COMMANDS: tuple[type[Subcommand], ...] = (
