@@ -6,4 +6,5 @@ app_name = "django_zkflags"
 
 urlpatterns = [
     path("health/", views.health, name="health"),
+    path("flags.json", views.flags_json, name="flags"),
 ]

@@ -1,7 +1,27 @@
-"""``health``: this process's flags, for load balancers and monitoring.
+"""What ``path("zkflags/", include("django_zkflags.urls"))`` serves: ``health/`` (this
+process's flags, for load balancers and monitoring) and ``flags.json`` (the public flags,
+for front ends).
 
-Include it with ``path("zkflags/", include("django_zkflags.urls"))``; it serves
-``health/``, JSON about this process: ``serving``, ``connected``, ``version`` (the snapshot
+``flags.json``
+--------------
+
+The flags marked public (``"public": true``) and nothing else, evaluated for the request's
+user (or anonymous visitor) by the one evaluator, through ``request.flags`` when
+:class:`~django_zkflags.middleware.FlagMiddleware` is installed::
+
+    {"flags": {"new-checkout": true, "dark-mode": false}, "values": {"dark-mode": "auto"}}
+
+``values`` holds the live value of each public flag that has one (as ``get_value`` gives
+it, whether the flag is on or not). An anonymous visitor who meets a percentage gets the
+middleware's signed cookie (set here when the middleware is not installed), so its answers
+stay stable. The answer is per visitor: ``Cache-Control: private, no-store`` and
+``Vary: Cookie``. A public flag that requires a private one tells the visitor whether the
+private one is on for them (no more: its name and value stay out).
+
+``health``
+----------
+
+``health/`` answers JSON about this process: ``serving``, ``connected``, ``version`` (the snapshot
 znode's version served) and ``zxid``, ``last_heard_seconds_ago`` (0 while connected),
 ``confirmed_seconds_ago`` (when it last knew its snapshot was the latest), ``missed_changes``,
 ``invalid_flags``, and ``ok``/``problem`` (anything wrong, in words).
@@ -29,9 +49,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import JsonResponse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
 
 from . import __version__, conf, runtime
+from .evaluation import RequestFlags
+from .middleware import _set_cookie
+from .rules import thaw_value
+from .snapshot import Snapshot
 
 
 def confirmed_limit() -> float:
@@ -95,3 +121,47 @@ def health(request: Any) -> JsonResponse:
     strict = request.GET.get("strict", "0") not in ("0", "", "false", "no")
     code = report["strict_status_code"] if strict else report["status_code"]
     return JsonResponse(report, status=code)
+
+
+#: The public flag names of the last snapshot asked about: (its flags mapping, the names).
+_public: tuple[object, tuple[str, ...]] = (None, ())
+
+
+def public_names(snapshot: Snapshot) -> tuple[str, ...]:
+    """The names of the public flags of ``snapshot``, found once per snapshot (a request
+    then reads only those rules)."""
+    global _public
+    flags, names = _public
+    if flags is not snapshot.flags:
+        names = tuple(sorted(name for name, rule in snapshot.flags.items() if rule.public))
+        _public = (snapshot.flags, names)
+    return names
+
+
+def public_flags(flags: RequestFlags) -> dict[str, Any]:
+    """``{"flags": {name: on}, "values": {name: value}}`` of the public flags, for the
+    request ``flags`` belongs to."""
+    snapshot = flags.snapshot
+    active: dict[str, bool] = {}
+    values: dict[str, Any] = {}
+    for name in public_names(snapshot):
+        active[name] = flags.is_active(name)
+        rule = snapshot.flags.get(name)
+        if rule is not None and rule.value is not None:
+            values[name] = thaw_value(rule.value)
+    return {"flags": active, "values": values}
+
+
+@require_safe
+def flags_json(request: Any) -> JsonResponse:
+    flags = getattr(request, "flags", None)
+    own = not isinstance(flags, RequestFlags)
+    if own:
+        flags = RequestFlags(request)
+    assert isinstance(flags, RequestFlags)
+    response = JsonResponse(public_flags(flags))
+    response["Cache-Control"] = "private, no-store"
+    patch_vary_headers(response, ("Cookie",))
+    if own and flags.new_anonymous_id:  # the middleware sets it itself
+        _set_cookie(response, flags.anonymous_id)
+    return response
