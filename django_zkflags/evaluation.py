@@ -113,13 +113,12 @@ def _keep_group_ids(user: Any, ids: frozenset[int]) -> None:
 def needs_group_ids(rule: Any, user: Any) -> bool:
     """Could evaluating ``rule`` for ``user`` query the user's group ids (not fetched yet)?
 
-    Any rule that reaches ``user_group_ids`` must be covered here, or an async check of it
-    raises ``SynchronousOnlyOperation``.
+    ``rule.wants_group_ids`` (rules.py) covers every rule that can reach ``user_group_ids``:
+    its own group rules and its prerequisites'.
     """
     return bool(
         rule is not None
-        and rule.groups
-        and rule.everyone is None
+        and rule.wants_group_ids  # its own group rules or a prerequisite's
         and user is not None
         and user.is_authenticated
         and getattr(user, "_zkflags_group_ids", None) is None

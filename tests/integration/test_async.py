@@ -290,3 +290,16 @@ def test_middleware_runs_as_a_coroutine_with_no_thread_hop(settings, caplog):
 
     assert iscoroutinefunction(FlagMiddleware(view))
     assert not iscoroutinefunction(FlagMiddleware(lambda request: None))
+
+
+def test_a_prerequisite_with_group_rules(world):
+    """A flag on for everyone that requires a group flag: the group ids are fetched for the
+    prerequisite's rules too."""
+    person0, person1, _ = world["users"]
+    world["zkflags"].write("gated", everyone=True, requires=["grp"])
+    assert flags_of(get(client_for(person0), "/async/checks/", names="gated")) == {"gated": True}
+    assert flags_of(get(client_for(person1), "/async/checks/", names="gated")) == {"gated": False}
+    assert flags_of(get(client_for(person0), "/async/for-user/", names="gated")) == {"gated": True}
+    assert get(client_for(person0), "/async/template/", first="gated", second="grp").content == (
+        b"on on"
+    )
