@@ -12,7 +12,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import replace
 
-from .rules import FlagRule
+from .rules import FlagRule, LinkedRule
 from .snapshot import EMPTY, Snapshot, link_prerequisites
 
 
@@ -102,12 +102,18 @@ class SnapshotStore:
 
 
 def _changed_names(old: Mapping[str, FlagRule], new: Mapping[str, FlagRule]) -> frozenset[str]:
+    """Flags added, removed or changed; a flag with prerequisites counts as changed when it
+    was linked anew (it is kept as the same object unless a rule it depends on changed)."""
     if old is new:
         return frozenset()
     names = set(old.keys() ^ new.keys())
     for name, rule in new.items():
         before = old.get(name)
-        if before is not None and before is not rule and before != rule:
+        if (
+            before is not None
+            and before is not rule
+            and (before != rule or isinstance(rule, LinkedRule))
+        ):
             names.add(name)
     return frozenset(names)
 

@@ -22,6 +22,7 @@ a flag without prerequisites stays a plain :class:`FlagRule` and pays nothing fo
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 import re
@@ -864,6 +865,9 @@ class LinkedRule(FlagRule):
         return None
 
 
+@functools.lru_cache(maxsize=1024)
 def unavailable(name: str, why: str) -> FlagRule:
-    """What a prerequisite that cannot be evaluated is linked as: off for everyone."""
+    """What a prerequisite that cannot be evaluated is linked as: off for everyone. The
+    same object for the same name and reason, so that a flag linked to one is reused by
+    the next compile like any other."""
     return FlagRule(name, everyone=False, note=why)

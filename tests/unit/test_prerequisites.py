@@ -367,6 +367,31 @@ def test_group_ids_are_asked_once_for_the_flag_and_its_prerequisite():
     assert asked == [9, 9]  # the evaluator's user_group_ids memoises on the user
 
 
+def test_a_broken_link_is_reused_by_the_next_compile_too():
+    entries = {"d": entry("d", everyone=True, requires=["gone"])}
+    first, _ = compile_entries(entries)
+    again, errors = compile_entries(dict(entries), previous=first)
+    assert again["d"] is first["d"] and "gone" in errors["d"]
+
+
+def test_flag_changed_names_the_flags_that_require_a_changed_one(changes):
+    entries = {
+        "d": entry("d", everyone=True, requires=["p"]),
+        "e": entry("e", everyone=True, requires=["q"]),
+        "p": entry("p", everyone=True),
+        "q": entry("q", everyone=True),
+    }
+    first, _ = compile_entries(entries)
+    store.publish(Snapshot(first, source="test"))
+    try:
+        entries["p"] = entry("p", 1, everyone=False)
+        again, _ = compile_entries(entries, previous=first)
+        store.publish(Snapshot(again, source="test"))
+        assert changes[-1][0] == {"p", "d"}
+    finally:
+        store.publish(EMPTY)
+
+
 # -- overrides in tests follow into dependents -----------------------------------------------
 
 
