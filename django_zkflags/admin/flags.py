@@ -188,7 +188,7 @@ class FlagAdmin(
         )
 
     def delete_queryset(self, request: Any, queryset: Any) -> None:
-        for obj in queryset:
+        for obj in dependents_first(list(queryset)):
             self.delete_model(request, obj)
 
     def delete_view(self, request: Any, object_id: Any, extra_context: Any = None) -> Any:
@@ -202,3 +202,17 @@ class FlagAdmin(
                 text = gettext("%(error)s; nothing was deleted.") % {"error": text}
             self.message_user(request, text, level=messages.ERROR)
             return HttpResponseRedirect(request.get_full_path())
+
+
+def dependents_first(flags: list[Flag]) -> list[Flag]:
+    """``flags`` ordered so that a flag comes after every flag of the list that requires it
+    (as their rows say): deleting a flag and the flags that require it together is then
+    never refused for the order they were picked in. A cycle keeps the rest in order."""
+    left = list(flags)
+    ordered: list[Flag] = []
+    while left:
+        required = {name for flag in left for name in (flag.requires or ())}
+        free = [flag for flag in left if flag.name not in required] or left[:1]
+        ordered.extend(free)
+        left = [flag for flag in left if flag not in free]
+    return ordered

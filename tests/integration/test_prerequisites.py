@@ -41,7 +41,14 @@ from django_zkflags.rules import (
     strongly_connected,
 )
 from django_zkflags.writer import BatchItem
-from tests.support.admin_pages import ADD_URL, change_url, data_from_page, delete_url, form_data
+from tests.support.admin_pages import (
+    ADD_URL,
+    ADMIN,
+    change_url,
+    data_from_page,
+    delete_url,
+    form_data,
+)
 
 from ..conftest import audit, row_state, wait_until, writer_for, zkflags_command
 
@@ -173,6 +180,21 @@ def test_a_flag_others_require_cannot_be_deleted(zkflags, editor):
     save("e", everyone=True)
     zkflags_command("delete", "p", "--yes")
     assert zkflags.read("p") == (None, None)
+
+
+def test_a_flag_and_those_that_require_it_are_deleted_together(zkflags, editor):
+    """The admin's bulk delete deletes the flags that require others first, whatever order
+    their names come in."""
+    save("a-base", everyone=True)
+    save("m-middle", everyone=True, requires=["a-base"])
+    save("z-top", everyone=True, requires=["m-middle"])
+    pks = [str(Flag.objects.get(name=n).pk) for n in ("a-base", "m-middle", "z-top")]
+    response = editor.post(
+        ADMIN, {"action": "delete_selected", "_selected_action": pks, "post": "yes"}, follow=True
+    )
+    assert response.status_code == 200
+    assert [zkflags.read(n) for n in ("a-base", "m-middle", "z-top")] == [(None, None)] * 3
+    assert not Flag.objects.filter(name__in=["a-base", "m-middle", "z-top"]).exists()
 
 
 def test_the_admin_form_says_what_is_wrong_beside_requires(zkflags, editor):
