@@ -3,6 +3,7 @@
 zkflags status                 the connection and the snapshot this process sees
 zkflags list                   every flag with its rule, from ZooKeeper
 zkflags set NAME --on|--off|--rules [--percent P]   change a flag (audited)
+               [--requires A,B] [--public|--private]  its prerequisites; served to browsers
 zkflags env [NAME --parent P | NAME --delete]       list or define environments
 zkflags env --replace FILE     replace the whole environments document (a JSON file, or
                                '-' for standard input): validated, versioned, audited
