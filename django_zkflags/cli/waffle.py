@@ -191,17 +191,12 @@ def from_sample(sample: Any) -> WaffleObject:
 
 
 def _plain(name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "everyone": None,
-        "percent": None,
-        "superusers": False,
-        "staff": False,
-        "authenticated": False,
-        "users": [],
-        "groups": [],
-        "note": "",
-    }
+    """The document of a flag with no rule at all. The name is checked later, with the rest
+    of the document (a waffle name may not be a valid flag name here)."""
+    return {**_NO_RULE, "name": name}
+
+
+_NO_RULE = FlagRule("x").to_document()
 
 
 def _percent(value: Decimal | float | None) -> float | None:
