@@ -4,7 +4,8 @@ The public API::
 
     from django_zkflags import flag_is_active, flag_is_active_for_user, get_value
 
-and, for async code, ``aflag_is_active``, ``aflag_is_active_for_user`` and ``aget_value``.
+and, for async code, ``aflag_is_active``, ``aflag_is_active_for_user`` and ``aget_value``;
+``explain`` (``aexplain``) says why a flag is on or off.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "aexplain",
     "aflag_is_active",
     "aflag_is_active_for_user",
     "aget_value",
+    "explain",
     "flag_is_active",
     "flag_is_active_for_user",
     "get_snapshot",
@@ -27,9 +30,11 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .api import (
+        aexplain,
         aflag_is_active,
         aflag_is_active_for_user,
         aget_value,
+        explain,
         flag_is_active,
         flag_is_active_for_user,
         get_snapshot,
@@ -41,9 +46,11 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     # Lazy, so that importing the package (settings, INSTALLED_APPS) pulls in nothing.
     if name in (
+        "aexplain",
         "aflag_is_active",
         "aflag_is_active_for_user",
         "aget_value",
+        "explain",
         "flag_is_active",
         "flag_is_active_for_user",
         "get_snapshot",

@@ -2,21 +2,27 @@
 except a user's group ids, once per user object, for flags with group rules).
 
 The ``a``-prefixed functions are for async code: they fetch the request's user and its group
-ids with the async ORM, then answer through the same evaluator."""
+ids with the async ORM, then answer through the same evaluator. :func:`explain` says why a
+flag is on or off; checks pay nothing for it."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.utils.functional import LazyObject
+
 from .cache import store
-from .evaluation import RequestFlags, aprepare, evaluate, value_in
+from .evaluation import Explanation, RequestFlags, aprepare, evaluate, explain_in, value_in
 from .snapshot import Snapshot
 
 __all__ = [
+    "Explanation",
     "RequestFlags",
+    "aexplain",
     "aflag_is_active",
     "aflag_is_active_for_user",
     "aget_value",
+    "explain",
     "flag_is_active",
     "flag_is_active_for_user",
     "get_snapshot",
@@ -78,6 +84,49 @@ async def aflag_is_active_for_user(user: Any, name: str) -> bool:
 async def aget_value(name: str, default: Any = None, request: Any = None) -> Any:
     """:func:`get_value` for async code (a value needs no user: nothing is fetched)."""
     return get_value(name, default, request)
+
+
+def explain(user_or_request: Any, name: str, *, anonymous_id: str | None = None) -> Explanation:
+    """Why flag ``name`` is on or off for a request (as :func:`flag_is_active` answers it)
+    or a user (as :func:`flag_is_active_for_user`): an
+    :class:`~django_zkflags.evaluation.Explanation` with ``active``, ``reason``, the
+    environment the rule came from, the bucket and threshold of a percentage, the
+    prerequisite that was off. ``anonymous_id`` asks for an anonymous visitor of that id.
+
+    It walks the flag's rule again, apart from the checks, which pay nothing for it.
+    """
+    if _is_user(user_or_request):
+        return explain_in(store.current, name, user_or_request, anonymous_id=anonymous_id)
+    request = user_or_request
+    flags = getattr(request, "flags", None)
+    if isinstance(flags, RequestFlags):
+        return explain_in(flags.snapshot, name, flags.user, request, flags, anonymous_id)
+    user = getattr(request, "user", None)
+    return explain_in(store.current, name, user, request, anonymous_id=anonymous_id)
+
+
+async def aexplain(
+    user_or_request: Any, name: str, *, anonymous_id: str | None = None
+) -> Explanation:
+    """:func:`explain` for async code (the user and its group ids fetched with the async
+    ORM first, as :func:`aflag_is_active` does)."""
+    if _is_user(user_or_request):
+        snapshot = store.current
+        user = await aprepare(snapshot, name, user_or_request)
+        return explain_in(snapshot, name, user, anonymous_id=anonymous_id)
+    request = user_or_request
+    flags = getattr(request, "flags", None)
+    if isinstance(flags, RequestFlags):
+        flags.user = await aprepare(flags.snapshot, name, flags.user, flags.request)
+        return explain_in(flags.snapshot, name, flags.user, request, flags, anonymous_id)
+    snapshot = store.current
+    user = await aprepare(snapshot, name, getattr(request, "user", None), request)
+    return explain_in(snapshot, name, user, request, anonymous_id=anonymous_id)
+
+
+def _is_user(obj: Any) -> bool:
+    """A user (or None, or a lazy user: never loaded here), not a request."""
+    return obj is None or isinstance(obj, LazyObject) or hasattr(obj, "is_authenticated")
 
 
 def get_snapshot() -> Snapshot:

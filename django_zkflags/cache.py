@@ -15,6 +15,9 @@ from dataclasses import replace
 from .rules import FlagRule, LinkedRule
 from .snapshot import EMPTY, Snapshot, link_prerequisites
 
+#: The note of the rule ``override_flag`` puts in place of a flag (how ``explain`` tells it).
+OVERRIDE_NOTE = "override_flag"
+
 
 class SnapshotStore:
     def __init__(self) -> None:
@@ -34,6 +37,12 @@ class SnapshotStore:
     def base(self) -> Snapshot:
         """The last snapshot published by the watcher, without overrides."""
         return self._base
+
+    @property
+    def declared(self) -> Mapping[str, FlagRule]:
+        """The flags declared in settings, as rules (each fills in while ZooKeeper does not
+        hold it)."""
+        return self._declared
 
     def publish(self, snapshot: Snapshot) -> None:
         with self._lock:
@@ -84,7 +93,7 @@ class SnapshotStore:
                 merged[name] = FlagRule(
                     name,
                     everyone=active,
-                    note="override_flag",
+                    note=OVERRIDE_NOTE,
                     public=forced is not None and forced.public,
                 )
             flags = merged

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -22,8 +23,14 @@ from django.core.exceptions import SynchronousOnlyOperation
 from django.utils.functional import LazyObject, empty
 
 from . import conf
-from .cache import store
-from .rules import FlagRule, LinkedRule
+from .cache import OVERRIDE_NOTE, store
+from .rules import (
+    CYCLIC_PREREQUISITE,
+    MISSING_PREREQUISITE,
+    TOO_MANY_PREREQUISITES,
+    FlagRule,
+    LinkedRule,
+)
 from .snapshot import Snapshot
 
 ANONYMOUS_SALT = "django_zkflags.anonymous"
@@ -79,6 +86,182 @@ def first_off_prerequisite(
     ):
         anonymous_id = flags.anonymous() if flags is not None else read_anonymous_id(request)
     return rule.off_prerequisite(user, anonymous_id, user_group_ids)
+
+
+# -- explain: why a flag is on or off (beside the hot path, never on it) -----------------------
+
+#: Every reason :class:`Explanation` gives.
+REASONS = (
+    "everyone",
+    "superusers",
+    "staff",
+    "authenticated",
+    "users",
+    "groups",
+    "percent",
+    "prerequisite",
+    "override",
+    "missing",
+    "no-match",
+)
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why flag ``name`` is on or off for one user or visitor (``django_zkflags.explain``).
+
+    ``active`` is what ``flag_is_active`` answers for the same request (or
+    ``flag_is_active_for_user`` for the same user). ``reason`` is one of :data:`REASONS`:
+
+    * "everyone": the flag is on, or off, for everyone;
+    * "superusers", "staff", "authenticated", "users", "groups": that rule matched;
+    * "percent": the percentage decided: on when ``bucket < threshold`` (or at 100 %), off
+      when the visitor's bucket is not under the threshold and no other rule matched;
+    * "prerequisite": the flag's own rules matched, but ``prerequisite`` is off: the first
+      flag it depends on (directly or through its prerequisites, in the order listed) that
+      is off, the root cause;
+    * "override": forced by ``override_flag``, or by ``?zkflags=`` (``DEBUG`` with
+      ``ZKFLAGS["TESTING_OVERRIDES"]``, with the middleware);
+    * "missing": ZooKeeper does not hold the flag: the answer is
+      ``ZKFLAGS["UNKNOWN_FLAG_ACTIVE"]``, or the default of a flag declared in
+      ``ZKFLAGS["FLAGS"]`` (then ``declared`` is True);
+    * "no-match": no rule matched, and no percentage applied (none, or an anonymous visitor
+      without an id).
+
+    ``environment``, ``bucket`` and ``threshold`` are those of the rule that decided (for
+    "prerequisite", the prerequisite's): ``environment`` is the environment of this
+    process's chain whose override set that rule (None: the flag's own rule);
+    ``threshold`` (percent x 100, 0 to 10,000) is set for a flag with a percentage, and
+    ``bucket`` (0 to 9,999) when the percentage was looked at for an identity (the user's
+    pk, an anonymous visitor's id). ``version`` is the flag's znode version (None when
+    ZooKeeper does not hold it or it is forced); ``detail`` says it all in one sentence.
+    """
+
+    name: str
+    active: bool
+    reason: str
+    detail: str = ""
+    environment: str | None = None
+    bucket: int | None = None
+    threshold: int | None = None
+    prerequisite: str | None = None
+    version: int | None = None
+    declared: bool = False
+
+
+def explain_in(
+    snapshot: Snapshot,
+    name: str,
+    user: Any,
+    request: Any = None,
+    flags: RequestFlags | None = None,
+    anonymous_id: str | None = None,
+) -> Explanation:
+    """Why :func:`evaluate` (or ``flags.is_active``) answers what it does for flag ``name``.
+
+    It walks the rule again (:meth:`FlagRule.why`) instead of asking ``evaluate``, so that
+    checks pay nothing for it. An anonymous visitor is identified as ``evaluate`` does it
+    (only when the rule wants an id: ``rule.wants_anonymous_id``), or by ``anonymous_id``
+    when given (the admin's "try it" box).
+    """
+    forced = flags._forced if flags is not None else None
+    if forced and name in forced:
+        active = forced[name]
+        param = conf.get("TESTING_OVERRIDES_PARAM")
+        return Explanation(name, active, "override", f"forced {_on(active)} by ?{param}=")
+    rule = snapshot.flags.get(name)
+    if rule is None:
+        active = snapshot.default_active
+        return Explanation(
+            name,
+            active,
+            "missing",
+            f"no such flag in ZooKeeper: {_on(active)} (ZKFLAGS['UNKNOWN_FLAG_ACTIVE'])",
+        )
+    if _forced_by_override(rule):
+        active = rule.everyone is True
+        return Explanation(name, active, "override", f"forced {_on(active)} by override_flag")
+    if rule.version is None and store.declared.get(name) is rule:
+        active = rule.everyone is True
+        return Explanation(
+            name,
+            active,
+            "missing",
+            f"not in ZooKeeper: {_on(active)}, the default declared in ZKFLAGS['FLAGS']",
+            declared=True,
+        )
+    if not rule.wants_anonymous_id or (user is not None and user.is_authenticated):
+        anonymous_id = None
+    elif anonymous_id is None and (request is not None or flags is not None):
+        anonymous_id = flags.anonymous() if flags is not None else read_anonymous_id(request)
+    active, reason, position = rule.why(user, anonymous_id, user_group_ids)
+    decided, prerequisite = rule, None
+    if active and isinstance(rule, LinkedRule):
+        off = rule.off_prerequisite(user, anonymous_id, user_group_ids)
+        if off is not None:
+            decided, prerequisite = off, off.name
+            active, reason, position = FlagRule.why(off, user, anonymous_id, user_group_ids)
+    who = "this user" if user is not None and user.is_authenticated else "this visitor"
+    detail = _own_detail(decided, reason, position, who, anonymous_id)
+    environment = decided.overridden_in(reason, snapshot.chain) if reason != "no-match" else None
+    if environment is not None:
+        detail += f" (set for environment {environment!r})"
+    if prerequisite is not None:
+        if decided.version is None and decided.note in _UNAVAILABLE:
+            detail = f"requires {prerequisite!r}: {decided.note}"
+        elif _forced_by_override(decided):
+            detail = f"requires {prerequisite!r}, forced off by override_flag"
+        else:
+            detail = f"requires {prerequisite!r}, which is off for {who}: {detail}"
+        reason = "prerequisite"
+    return Explanation(
+        name,
+        active,
+        reason,
+        detail,
+        environment=environment,
+        bucket=position,
+        threshold=decided.threshold if decided.threshold else None,
+        prerequisite=prerequisite,
+        version=rule.version,
+    )
+
+
+_UNAVAILABLE = (MISSING_PREREQUISITE, CYCLIC_PREREQUISITE, TOO_MANY_PREREQUISITES)
+
+
+def _forced_by_override(rule: FlagRule) -> bool:
+    return rule.version is None and rule.note == OVERRIDE_NOTE
+
+
+def _on(active: bool) -> str:
+    return "on" if active else "off"
+
+
+def _own_detail(
+    rule: FlagRule, reason: str, position: int | None, who: str, anonymous_id: str | None
+) -> str:
+    """One sentence for :meth:`FlagRule.why`'s answer."""
+    if reason == "everyone":
+        return f"{_on(rule.everyone is True)} for everyone"
+    if reason == "percent":
+        share = f"{rule.threshold / 100:g}%"
+        if position is None:
+            return f"on for {share}"
+        if position < rule.threshold:
+            return f"{who} is in the {share}: bucket {position} is under {rule.threshold}"
+        return f"{who} is not in the {share}: bucket {position} is not under {rule.threshold}"
+    if reason == "no-match":
+        if rule.threshold and anonymous_id is None and who == "this visitor":
+            return "no rule matches (an anonymous visitor without an id is in no percentage)"
+        return "no rule matches"
+    return {
+        "authenticated": "on for every signed-in user",
+        "superusers": "on for superusers",
+        "staff": "on for staff",
+        "users": f"on for the users listed, {who} among them",
+        "groups": f"on for its groups, {who} in one of them",
+    }[reason]
 
 
 def user_group_ids(user: Any) -> Iterable[int]:

@@ -745,6 +745,63 @@ class FlagRule:
             and not self.groups.isdisjoint(group_ids(user))
         )
 
+    def why(
+        self,
+        user: Any,
+        anonymous_id: str | None = None,
+        group_ids: Callable[[Any], Iterable[int]] | None = None,
+    ) -> tuple[bool, str, int | None]:
+        """:meth:`FlagRule.is_active` of this rule's own rules (not its prerequisites'),
+        with what decided it: ``(active, reason, bucket)``.
+
+        ``reason`` is the rule that matched: "everyone" (on or off), "authenticated",
+        "superusers", "staff", "users", "percent" or "groups"; "percent" also when off
+        because the visitor's bucket is past the threshold and no other rule matched; else
+        "no-match". ``bucket`` is the visitor's (0..9999) whenever the percentage was
+        looked at for an identity. For ``explain``, not the hot path: it walks the rules
+        in :meth:`is_active`'s order, and changes with it (tests/unit/test_explain.py
+        checks that they agree on random rules).
+        """
+        everyone = self.everyone
+        if everyone is not None:
+            return everyone, "everyone", None
+        identity: object = anonymous_id
+        authenticated = user is not None and user.is_authenticated
+        if authenticated:
+            if self.authenticated:
+                return True, "authenticated", None
+            if self.superusers and user.is_superuser:
+                return True, "superusers", None
+            if self.staff and user.is_staff:
+                return True, "staff", None
+            identity = user.pk
+            if identity in self.users:
+                return True, "users", None
+        threshold = self.threshold
+        position = bucket(self.name, identity) if threshold and identity is not None else None
+        if threshold >= BUCKETS or (position is not None and position < threshold):
+            return True, "percent", position
+        if (
+            self.groups
+            and group_ids is not None
+            and authenticated
+            and not self.groups.isdisjoint(group_ids(user))
+        ):
+            return True, "groups", None
+        if position is not None:
+            return False, "percent", position
+        return False, "no-match", None
+
+    def overridden_in(self, field: str, chain: Sequence[str]) -> str | None:
+        """The environment of ``chain`` (root first) whose override set ``field`` in this
+        rule, the last one along the chain; None when the field is the stored flag's."""
+        if self._base is self:
+            return None
+        for env in reversed(chain):
+            if field in self.environments.get(env, NO_ENVIRONMENTS):
+                return env
+        return None
+
     @property
     def wants_group_ids(self) -> bool:
         """Can evaluating this rule ask for the user's group ids (its group rules, or a
