@@ -35,6 +35,7 @@ from .fleet import FleetMixin
 from .forms import FlagForm
 from .history import HistoryMixin
 from .schedules import ScheduleMixin
+from .tryit import TryItMixin
 
 #: Request attributes that tell this request's forms how to behave (see get_form).
 REFUSAL = "_zkflags_refusal"
@@ -43,7 +44,13 @@ UNCHANGED = "_zkflags_unchanged"
 
 
 class FlagAdmin(
-    FlagListMixin, HistoryMixin, FleetMixin, EnvironmentsMixin, ScheduleMixin, admin.ModelAdmin
+    FlagListMixin,
+    HistoryMixin,
+    FleetMixin,
+    EnvironmentsMixin,
+    ScheduleMixin,
+    TryItMixin,
+    admin.ModelAdmin,
 ):
     filter_horizontal = ("users", "groups")
     readonly_fields = ("zk_version", "created", "modified")
