@@ -12,8 +12,11 @@ Tree under the root path of ``ZKFLAGS_URL``::
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +134,24 @@ def acl_for(url: ZooKeeperURL) -> list[Any]:
     return [make_digest_acl(url.username, url.password, all=True), *READ_ACL_UNSAFE]
 
 
+_budget_ends: ContextVar[float | None] = ContextVar("zkflags_budget_ends", default=None)
+
+
+@contextlib.contextmanager
+def time_budget(seconds: float) -> Iterator[None]:
+    """Every ZooKeeper request made inside the block shares one time budget: a person
+    waiting on a page that reads ZooKeeper several times (the form, its history, its
+    schedules) waits at most about ``seconds`` in all when ZooKeeper does not answer, not
+    once per read."""
+    ends = time.monotonic() + seconds
+    outer = _budget_ends.get()
+    token = _budget_ends.set(ends if outer is None else min(outer, ends))
+    try:
+        yield
+    finally:
+        _budget_ends.reset(token)
+
+
 class Requests:
     """kazoo requests made with a time bound, their errors turned into ours."""
 
@@ -139,23 +160,32 @@ class Requests:
         self.url = url
         self.timeout = timeout
 
+    def _wait(self) -> float:
+        """This request's bound: the timeout, or what is left of the time budget."""
+        ends = _budget_ends.get()
+        if ends is None:
+            return self.timeout
+        return max(0.0, min(self.timeout, ends - time.monotonic()))
+
     def wait_connected(self) -> None:
-        deadline = time.monotonic() + self.timeout
+        wait = self._wait()
+        deadline = time.monotonic() + wait
         while not self.client.connected:
             if time.monotonic() >= deadline:
                 raise ZooKeeperUnavailable(
-                    f"ZooKeeper is unreachable ({self.url.hosts}, waited {self.timeout:g}s)"
+                    f"ZooKeeper is unreachable ({self.url.hosts}, waited {wait:g}s)"
                 )
             time.sleep(0.02)
 
     def result(self, async_result: Any, *, raw: bool = False) -> Any:
         """Wait for a request; unless ``raw``, a connection error becomes
         :class:`ZooKeeperUnavailable` (with ``raw`` it is raised as kazoo's)."""
+        wait = self._wait()
         try:
             try:
-                return async_result.get(timeout=self.timeout)
+                return async_result.get(timeout=wait)
             except self.client.handler.timeout_exception as exc:  # threading or gevent
-                raise ConnectionLoss(f"no answer within {self.timeout}s") from exc
+                raise ConnectionLoss(f"no answer within {wait:g}s") from exc
         except NotReadOnlyCallError:
             raise ZooKeeperUnavailable("ZooKeeper is read-only (no quorum)") from None
         except NoAuthError:

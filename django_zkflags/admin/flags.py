@@ -25,6 +25,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from .. import services
+from ..client import time_budget
 from ..exceptions import FlagWriteError, ZooKeeperUnavailable
 from ..models import Flag
 from ..rules import InvalidFlag
@@ -41,6 +42,18 @@ from .tryit import TryItMixin
 REFUSAL = "_zkflags_refusal"
 READ_WAIT = "_zkflags_read_wait"
 UNCHANGED = "_zkflags_unchanged"
+
+
+#: Beyond ADMIN_WRITE_TIMEOUT, for the reads a page makes after a refused save.
+BUDGET_SLACK = 0.5
+
+
+def _budget(request: Any) -> float:
+    """What a page may wait for ZooKeeper in all: a save about ADMIN_WRITE_TIMEOUT; a page
+    that only reads, nothing while this process knows ZooKeeper is away."""
+    if request.method == "POST":
+        return offline.admin_write_timeout() + BUDGET_SLACK
+    return offline.page_wait()
 
 
 class FlagAdmin(
@@ -99,6 +112,18 @@ class FlagAdmin(
 
     def changeform_view(
         self, request: Any, object_id: Any = None, form_url: str = "", extra_context: Any = None
+    ) -> Any:
+        # Every ZooKeeper read of the page (the form, its history, schedules...) shares one
+        # budget: a person waits about ADMIN_WRITE_TIMEOUT in all, not once per read.
+        with time_budget(_budget(request)):
+            return self._changeform_view_within_budget(request, object_id, form_url, extra_context)
+
+    def history_view(self, request: Any, object_id: Any, extra_context: Any = None) -> Any:
+        with time_budget(_budget(request)):
+            return super().history_view(request, object_id, extra_context)
+
+    def _changeform_view_within_budget(
+        self, request: Any, object_id: Any, form_url: str, extra_context: Any
     ) -> Any:
         if request.method != "POST":
             # A page opened while this process knows ZooKeeper is away shows at once what
@@ -200,9 +225,10 @@ class FlagAdmin(
 
     def delete_view(self, request: Any, object_id: Any, extra_context: Any = None) -> Any:
         try:  # Django's delete_view runs in a transaction: a refusal rolls it back
-            if request.method == "POST":
-                offline.wait_for_zookeeper(offline.admin_write_timeout())
-            return super().delete_view(request, object_id, extra_context)
+            with time_budget(_budget(request)):
+                if request.method == "POST":
+                    offline.wait_for_zookeeper(offline.admin_write_timeout())
+                return super().delete_view(request, object_id, extra_context)
         except FlagWriteError as exc:
             text = str(exc)
             if isinstance(exc, ZooKeeperUnavailable) and "nothing was" not in text.lower():

@@ -29,7 +29,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from .. import schedules
-from ..exceptions import FlagWriteError
+from ..exceptions import FlagWriteError, ZooKeeperUnavailable
 from ..rules import InvalidFlag
 from ..schedules import HALTED, IN_PROGRESS, PAUSED, RUNNING
 
@@ -195,6 +195,10 @@ class ScheduleMixin(AdminBase):
             store = schedules.store()
             found, _errors = store.schedules()
             rollout = store.rollout(obj.name)
+        except ZooKeeperUnavailable:
+            # The page says once that ZooKeeper is unreachable; the panel only what it lacks.
+            panel["error"] = _("The schedules cannot be read until ZooKeeper answers.")
+            return panel
         except (FlagWriteError, InvalidFlag) as exc:
             panel["error"] = str(exc)
             return panel
