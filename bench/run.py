@@ -625,6 +625,13 @@ class Bench:
                     "req.flags = RF(req); fia(req, name)",
                     {**base, "req": request_first, "RF": RequestFlags},
                 ),
+                # Why it is on (explain walks the rule again, beside the checks), on the
+                # same request as the check without request.flags.
+                Variant(
+                    "zkflags_explain",
+                    "ex(req, name)",
+                    {"name": name, "ex": django_zkflags.explain, "req": request_plain},
+                ),
             ]
             # await aflag_is_active(...) in an async view, on a request whose user is loaded
             # by request.auser(). The user's group ids are warmed like request_plain's.
@@ -675,8 +682,14 @@ class Bench:
             io: dict[str, Any] = {}
             for v in variants[1:]:
                 answers[v.name], io[v.name] = self.probe(
-                    v, "fia(req, name)", "wfia(req, name)", "drive(afia(req, name))"
+                    v,
+                    "fia(req, name)",
+                    "wfia(req, name)",
+                    "drive(afia(req, name))",
+                    "ex(req, name).active",
                 )
+            if answers["zkflags_explain"] != answers["zkflags"]:
+                raise RuntimeError(f"explain and the check disagree on {name}: {answers}")
             got = measure(variants, self.plan.repeat, self.plan.sample_seconds)
             zk = got["zkflags"]["median_ns"]
             slowest_zk = max(zk, got["zkflags_request_flags"]["median_ns"])
@@ -1221,6 +1234,7 @@ def table(results: dict[str, Any]) -> str:
             ("zkflags, no request.flags", "zkflags"),
             ("zkflags, request.flags (memoised)", "zkflags_request_flags"),
             ("zkflags, RequestFlags() + first check", "zkflags_first_check"),
+            ("zkflags explain(request, name)", "zkflags_explain"),
             ("zkflags async, no request.flags", "zkflags_async"),
             ("zkflags async, request.flags (memoised)", "zkflags_async_request_flags"),
             ("zkflags async, new RequestFlags + first", "zkflags_async_first_check"),
