@@ -47,8 +47,8 @@ class TryItForm(forms.Form):
         required=False,
         max_length=100,
         help_text=gettext_lazy(
-            "An anonymous visitor's id (the value of its zkflags_uid cookie, unsigned); empty: "
-            "a visitor without one."
+            "An anonymous visitor's id: its cookie's value up to the first ':' (the rest is the "
+            "signature). Empty: a visitor without one."
         ),
     )
 
