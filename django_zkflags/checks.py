@@ -198,9 +198,7 @@ def check_declared_flags(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         try:
             validate_name(name)
         except InvalidFlag as exc:
-            problems.append(
-                Warning(f'ZKFLAGS["FLAGS"]: {exc}; it is ignored', id="zkflags.W007")
-            )
+            problems.append(Warning(f'ZKFLAGS["FLAGS"]: {exc}; it is ignored', id="zkflags.W007"))
             continue
         default = spec.get("default", False) if isinstance(spec, dict) else spec
         if not isinstance(default, bool):
