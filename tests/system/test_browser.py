@@ -71,7 +71,7 @@ def site(zk_server: Any, tmp_path_factory: Any) -> Iterator[LiveSite]:
 
 
 def logged_in(browser: Any, server_url: str) -> Any:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
     page.goto(f"{server_url}/admin/login/?next=/admin/django_zkflags/flag/")
     page.fill("#id_username", ADMIN_USER)
