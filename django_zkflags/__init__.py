@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
+#: The names ``django_zkflags`` gives, each from the module that defines it.
+_FROM_API = (
     "aexplain",
     "aflag_is_active",
     "aflag_is_active_for_user",
@@ -24,9 +25,9 @@ __all__ = [
     "flag_is_active_for_user",
     "get_snapshot",
     "get_value",
-    "status",
-    "__version__",
-]
+)
+
+__all__ = [*_FROM_API, "status", "__version__"]
 
 if TYPE_CHECKING:
     from .api import (
@@ -45,17 +46,7 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that importing the package (settings, INSTALLED_APPS) pulls in nothing.
-    if name in (
-        "aexplain",
-        "aflag_is_active",
-        "aflag_is_active_for_user",
-        "aget_value",
-        "explain",
-        "flag_is_active",
-        "flag_is_active_for_user",
-        "get_snapshot",
-        "get_value",
-    ):
+    if name in _FROM_API:
         from . import api
 
         value = getattr(api, name)
