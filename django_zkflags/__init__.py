@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-#: The names ``django_zkflags`` gives, each from the module that defines it.
-_FROM_API = (
+__all__ = [
     "aexplain",
     "aflag_is_active",
     "aflag_is_active_for_user",
@@ -25,9 +24,9 @@ _FROM_API = (
     "flag_is_active_for_user",
     "get_snapshot",
     "get_value",
-)
-
-__all__ = [*_FROM_API, "status", "__version__"]
+    "status",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from .api import (
@@ -46,7 +45,17 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that importing the package (settings, INSTALLED_APPS) pulls in nothing.
-    if name in _FROM_API:
+    if name in (
+        "aexplain",
+        "aflag_is_active",
+        "aflag_is_active_for_user",
+        "aget_value",
+        "explain",
+        "flag_is_active",
+        "flag_is_active_for_user",
+        "get_snapshot",
+        "get_value",
+    ):
         from . import api
 
         value = getattr(api, name)
