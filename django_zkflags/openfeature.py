@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.signals import setting_changed
+from django.utils.functional import LazyObject
 
 try:
     from openfeature.evaluation_context import EvaluationContext
@@ -75,6 +76,7 @@ from .evaluation import (
     Explanation,
     RequestFlags,
     aload_group_ids,
+    aload_lazy,
     explain_in,
     needs_group_ids,
     read_anonymous_id,
@@ -606,6 +608,8 @@ class OpenFeatureContextMiddleware:
     async def __acall__(self, request: Any) -> Any:
         auser = getattr(request, "auser", None)
         user = await auser() if auser is not None else getattr(request, "user", None)
+        if auser is None and isinstance(user, LazyObject):  # Django 4.2: no request.auser()
+            user = await aload_lazy(user)
         entered = _enter(request, user)
         try:
             return await self.get_response(request)

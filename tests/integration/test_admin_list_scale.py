@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import django
 import pytest
 from django.contrib.auth.models import Group, Permission, User
 from django.db import connection
@@ -40,8 +41,9 @@ PAGES = {
     "first page": "",
     "filtered and searched": "everyone=rules&rule=staff&q=flag-00",
     "users filter": "rule=users",
-    "filters with counts": "_facets=True",
 }
+if django.VERSION >= (5, 0):  # the admin's facet counts came with Django 5.0
+    PAGES["filters with counts"] = "_facets=True"
 #: Pages only 10,000 flags have.
 LATER_PAGES = {"page 2": "p=2", "last page": "p=100"}
 

@@ -16,6 +16,7 @@ from django_zkflags import (
     flag_is_active,
 )
 from django_zkflags.decorators import FlagRequiredMixin, flag_required
+from django_zkflags.evaluation import aload_lazy
 from django_zkflags.rules import thaw_value
 
 # The second block is never awaited first: it answers from the group ids the first
@@ -27,6 +28,14 @@ TEMPLATE = Template(
 )
 
 
+async def auser(request):
+    """``await request.auser()`` (Django 5.0+); Django 4.2 loads ``request.user`` in a
+    thread."""
+    if hasattr(request, "auser"):
+        return await request.auser()
+    return await aload_lazy(request.user)
+
+
 def _names(request):
     return [name for name in request.GET.get("names", "").split(",") if name]
 
@@ -34,21 +43,21 @@ def _names(request):
 async def checks(request):
     """``?names=a,b``: ``await aflag_is_active`` for each, and who asked."""
     answers = {name: await aflag_is_active(request, name) for name in _names(request)}
-    user = await request.auser()
+    user = await auser(request)
     return JsonResponse({"flags": answers, "user": user.get_username() or None})
 
 
 async def sync_after_auser(request):
     """``await request.auser()``, then the sync ``flag_is_active`` (percent rules)."""
-    await request.auser()
+    await auser(request)
     return JsonResponse(
         {"flags": {name: flag_is_active(request, name) for name in _names(request)}}
     )
 
 
 async def for_user(request):
-    """``aflag_is_active_for_user(await request.auser(), name)`` (group rules)."""
-    user = await request.auser()
+    """``aflag_is_active_for_user(await auser(request), name)`` (group rules)."""
+    user = await auser(request)
     return JsonResponse(
         {"flags": {name: await aflag_is_active_for_user(user, name) for name in _names(request)}}
     )
