@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what django-zkflags needs on a fresh machine: Java and Debian's ZooKeeper (when
-# missing), a virtualenv in .venv with the package and its test tools. Idempotent.
+# missing), a virtualenv in .venv with the package and its test tools, and with the "bench"
+# extra Debian's redis-server (when missing). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS="${1:-test}"
@@ -17,6 +18,11 @@ if [ ! -f /usr/share/java/zookeeper.jar ]; then pkgs+=(zookeeper); fi
 command -v java >/dev/null || pkgs+=(default-jre-headless)
 if [[ ",$EXTRAS," == *",test,"* ]] && ! command -v chromium >/dev/null; then
   pkgs+=(chromium fonts-dejavu-core)
+fi
+# Redis for the benchmark's waffle-on-Redis column (make bench; it starts its own server).
+if [[ ",$EXTRAS," == *",bench,"* ]] && ! command -v redis-server >/dev/null \
+  && [ ! -x /usr/bin/redis-server ]; then
+  pkgs+=(redis-server)
 fi
 if [ "${#pkgs[@]}" -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${pkgs[*]}"

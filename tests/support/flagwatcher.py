@@ -32,8 +32,16 @@ Events (``"event"`` is the first key):
     signal.
 ``forked``
     with ``--fork``, from the parent: ``child`` (its pid).
-``status``, ``state``, ``rss``, ``error``
+``status``, ``state``, ``rss``, ``apply``, ``changes``, ``error``
     answers to the commands below.
+``changed``
+    after ``changes on``: every ``flag_changed`` (whatever the flags), from the receiver:
+    ``count`` (how many names changed) and ``versions`` (name: znode version, None when
+    deleted, for at most 20 of them), with ``t_mono`` taken first thing in the receiver.
+``load-started``, ``load``
+    the start and the end of a ``load`` (below): ``mode``, ``rate``, ``seconds``,
+    ``requests``, ``latency`` (ms from when each was due: p50, p90, p99, p999, max, over
+    10 ms, ``max_at`` its ``t_mono``) and ``service`` (ms from when each started).
 ``exit``
     just before exiting: ``reason`` ("eof", "sigterm", "orphaned"), and with ``--fork``
     in the parent, ``child_exit`` (the child's exit status).
@@ -43,7 +51,15 @@ Every line carries ``pid``, ``role`` ("main", or "parent"/"child" with ``--fork`
 system-wide on Linux, so the times of different processes compare).
 
 Commands on stdin, one per line: ``status`` (``django_zkflags.status()`` with the session
-id, and the flag), ``state`` (the flag as served now, and the flag count), ``rss``.
+id, and the flag), ``state`` (the flag as served now, and the flag count), ``rss``,
+``apply`` (``status()["apply"]``: what applying each change cost this process),
+``changes on|off`` (``changed`` events), ``load SECONDS [RATE [MODE]]`` (for the
+benchmark: a thread offers RATE requests a second, 1000 by default, on a fixed schedule
+for SECONDS, and reports their latency from when each was due, so that a request held up
+by the watch thread counts with all those queued behind it; MODE ``request`` (the default)
+sends each through Django's WSGI handler with ``FlagMiddleware`` to a view that checks the
+flag, ``check`` is one ``flag_is_active_for_user(None, FLAG)``) and ``load-stop`` (ends a
+running load early; its ``load`` event follows).
 
 It exits with status 0 at EOF on stdin or on SIGTERM; SIGUSR1 dumps every thread's stack
 to stderr (to see where a process hangs). ``--fork`` forks once after start-up, like
@@ -58,6 +74,7 @@ import faulthandler
 import gc
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -75,6 +92,10 @@ if str(ROOT) not in sys.path:  # when run by path rather than with -m from the r
 POLL_INTERVAL = 0.05
 #: An app listed just before django_zkflags: its ready() runs just before django_zkflags'.
 MARK_APP = "flagwatcher_mark"
+#: The URLconf of ``load``'s requests (made in memory when the first load starts).
+LOAD_URLCONF = "flagwatcher_urls"
+#: Versions a ``changed`` event lists at the most.
+CHANGED_VERSIONS = 20
 marks: dict[str, float] = {}
 
 
@@ -84,6 +105,128 @@ def rss_kb() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return -1
+
+
+def percentile(ordered: list[float], p: float) -> float | None:
+    """Nearest-rank percentile (p in 0..100) of sorted values; None for none."""
+    if not ordered:
+        return None
+    return ordered[max(1, math.ceil(p / 100 * len(ordered))) - 1]
+
+
+def latency(values_ms: list[float]) -> dict[str, Any]:
+    ordered = sorted(values_ms)
+    return {
+        "count": len(ordered),
+        **{f"p{p:g}".replace(".", ""): percentile(ordered, p) for p in (50, 90, 99, 99.9)},
+        "max": ordered[-1] if ordered else None,
+        "over_10ms": sum(1 for v in ordered if v > 10.0),
+    }
+
+
+class Load:
+    """``load``: requests (or checks) offered at a fixed rate in a thread of their own."""
+
+    def __init__(self, flag: str, seconds: float, rate: float, mode: str) -> None:
+        if mode not in ("request", "check") or rate <= 0 or seconds <= 0:
+            raise ValueError(f"load: bad arguments {seconds} {rate} {mode}")
+        self.flag, self.seconds, self.rate, self.mode = flag, seconds, rate, mode
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="load", daemon=True)
+
+    def target(self) -> Any:
+        """What one request is: a callable."""
+        if self.mode == "check":
+            from django_zkflags import flag_is_active_for_user
+
+            flag = self.flag
+            return lambda: flag_is_active_for_user(None, flag)
+        import io
+
+        from django.conf import settings
+        from django.core.handlers.wsgi import WSGIHandler
+
+        if LOAD_URLCONF not in sys.modules:
+            install_load_urlconf(self.flag)
+        settings.ROOT_URLCONF = LOAD_URLCONF
+        settings.MIDDLEWARE = ["django_zkflags.middleware.FlagMiddleware"]
+        settings.ALLOWED_HOSTS = ["*"]
+        handler = WSGIHandler()
+        environ = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": "/",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "flagwatcher",
+            "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.url_scheme": "http",
+        }
+
+        def start_response(status: str, headers: list[Any]) -> None:
+            if not status.startswith("200"):
+                raise RuntimeError(f"load: the view answered {status}")
+
+        def request() -> None:
+            response = handler({**environ, "wsgi.input": io.BytesIO(b"")}, start_response)
+            b"".join(response)
+            response.close()
+
+        return request
+
+    def run(self) -> None:
+        try:
+            call = self.target()
+            call()  # the first one loads the middleware, the URLconf, the view
+        except Exception as exc:
+            reporter.emit("error", message=f"load: {type(exc).__name__}: {exc}")
+            return
+        interval = 1.0 / self.rate
+        due_ms: list[float] = []
+        service_ms: list[float] = []
+        worst = (0.0, 0.0)
+        reporter.emit("load-started", mode=self.mode, rate=self.rate)
+        started = time.perf_counter()
+        due, end = started, started + self.seconds
+        while not self.stop.is_set():
+            now = time.perf_counter()
+            if now >= end:
+                break
+            if due > now:
+                time.sleep(due - now)
+            t0 = time.perf_counter()
+            call()
+            t1 = time.perf_counter()
+            late = (t1 - due) * 1000
+            due_ms.append(late)
+            service_ms.append((t1 - t0) * 1000)
+            if late > worst[0]:
+                worst = (late, time.monotonic())
+            due += interval  # a fixed schedule: what falls behind queues up, as in a server
+        elapsed = time.perf_counter() - started
+        reporter.emit(
+            "load",
+            mode=self.mode,
+            rate=self.rate,
+            seconds=elapsed,
+            requests=len(due_ms),
+            latency={**latency(due_ms), "max_at": worst[1]},
+            service=latency(service_ms),
+        )
+
+
+def install_load_urlconf(flag: str) -> None:
+    """``/``: a view that checks the flag through ``request.flags``."""
+    from django.http import HttpResponse
+    from django.urls import path
+
+    from django_zkflags import flag_is_active
+
+    def view(request: Any) -> HttpResponse:
+        return HttpResponse(b"on" if flag_is_active(request, flag) else b"off")
+
+    module = types.ModuleType(LOAD_URLCONF)
+    module.urlpatterns = [path("", view)]  # type: ignore[attr-defined]
+    sys.modules[LOAD_URLCONF] = module
 
 
 def session_id(status: dict[str, Any]) -> str | None:
@@ -100,6 +243,8 @@ class Reporter:
         self.role = role
         self.lock = threading.Lock()
         self.last: tuple[object, ...] | None = None
+        self.all_changes = False  # ``changes on``
+        self.load: Load | None = None
 
     def observe(self, snapshot: Any = None) -> dict[str, Any]:
         from django_zkflags import flag_is_active_for_user
@@ -152,8 +297,40 @@ class Reporter:
         elif command == "rss":
             gc.collect()
             self.emit("rss", rss_kb=rss_kb())
+        elif command == "apply":
+            self.emit("apply", apply=django_zkflags.status().get("apply"))
+        elif command in ("changes on", "changes off"):
+            self.all_changes = command == "changes on"
+            self.emit("changes", on=self.all_changes)
+        elif command.startswith("load "):
+            self.start_load(command.split()[1:])
+        elif command == "load-stop":
+            if self.load is not None:
+                self.load.stop.set()
         else:
             self.emit("error", message=f"unknown command {command!r}")
+
+    def start_load(self, words: list[str]) -> None:
+        if self.load is not None and self.load.thread.is_alive():
+            self.emit("error", message="load: one is running")
+            return
+        try:
+            seconds = float(words[0])
+            rate = float(words[1]) if len(words) > 1 else 1000.0
+            self.load = Load(self.flag, seconds, rate, words[2] if len(words) > 2 else "request")
+        except (IndexError, ValueError) as exc:
+            self.emit("error", message=f"load: {exc}")
+            return
+        self.load.thread.start()
+
+    def changed(self, names: frozenset[str], snapshot: Any, t_mono: float) -> None:
+        """A ``changed`` event (after ``changes on``)."""
+        flags = snapshot.flags if snapshot is not None else {}
+        versions = {}
+        for name in sorted(names)[:CHANGED_VERSIONS]:
+            rule = flags.get(name)
+            versions[name] = rule.version if rule is not None else None
+        self.emit("changed", count=len(names), versions=versions, t_mono=t_mono)
 
     def ready(self, **fields: Any) -> None:
         import django_zkflags
@@ -178,6 +355,8 @@ def on_flag_changed(sender: object, names: frozenset[str], **kwargs: Any) -> Non
     current = reporter
     if current.flag in names:
         current.report("signal", kwargs.get("snapshot"), t_wall=t_wall, t_mono=t_mono)
+    if current.all_changes:
+        current.changed(names, kwargs.get("snapshot"), t_mono)
 
 
 def install_mark_app() -> None:
