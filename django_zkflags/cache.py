@@ -44,11 +44,14 @@ class SnapshotStore:
         hold it)."""
         return self._declared
 
-    def publish(self, snapshot: Snapshot) -> None:
+    def publish(self, snapshot: Snapshot, changed: frozenset[str] | None = None) -> None:
+        """Serve ``snapshot``. ``changed``: the names whose rules differ from the base
+        snapshot's (added, removed or another rule object), when the caller knows them;
+        else they are found by comparing every flag."""
         with self._lock:
             # ``current`` first: whoever sees the new ``base`` (readers do not lock) is
             # then sure to be served it too.
-            changed = self._recompose(snapshot)
+            changed = self._recompose(snapshot, changed)
             self._base = snapshot
         self._notify(changed)
 
@@ -80,7 +83,9 @@ class SnapshotStore:
             changed = self._recompose()
         self._notify(changed)
 
-    def _recompose(self, base: Snapshot | None = None) -> frozenset[str]:
+    def _recompose(
+        self, base: Snapshot | None = None, changed: frozenset[str] | None = None
+    ) -> frozenset[str]:
         base = self._base if base is None else base
         flags: Mapping[str, FlagRule] = base.flags
         missing = [rule for name, rule in self._declared.items() if name not in flags]
@@ -102,6 +107,8 @@ class SnapshotStore:
             link_prerequisites(flags)
         previous = self.current
         self.current = replace(base, flags=flags, default_active=self._default_active)
+        if changed is not None and flags is base.flags and previous.flags is self._base.flags:
+            return changed  # nothing layered on either side: the caller's names are exact
         return _changed_names(previous.flags, self.current.flags)
 
     def _notify(self, changed: frozenset[str]) -> None:

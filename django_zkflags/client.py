@@ -5,7 +5,8 @@ Tree under the root path of ``ZKFLAGS_URL``::
 
     <root>/flags/<name>   one JSON document per flag (the record an editor changes)
     <root>/environments   environment parents and hosts pegged to an environment
-    <root>/snapshot       the materialized view of all of it (what every process watches)
+    <root>/snapshot       the head of the materialized view (what every process watches)
+    <root>/shards/<k>     the view's flags, spread by a hash of their names (snapshot.py)
     <root>/changes/c-N    who changed what, written in the same multi() as the change and
                           deleted once the audit row is committed (see services)
 """
@@ -41,6 +42,7 @@ from .rules import validate_name
 
 FLAGS_DIR = "flags"
 SNAPSHOT_NODE = "snapshot"
+SHARDS_DIR = "shards"
 ENVIRONMENTS_NODE = "environments"
 CHANGES_DIR = "changes"
 
@@ -67,6 +69,13 @@ class Paths:
     @property
     def snapshot(self) -> str:
         return f"{self.root}/{SNAPSHOT_NODE}"
+
+    @property
+    def shards(self) -> str:
+        return f"{self.root}/{SHARDS_DIR}"
+
+    def shard(self, index: int) -> str:
+        return f"{self.root}/{SHARDS_DIR}/{index}"
 
     @property
     def environments(self) -> str:

@@ -13,8 +13,25 @@ from typing import Any
 from kazoo.exceptions import NoNodeError
 
 from .client import Paths, Requests
+from .exceptions import ZooKeeperUnavailable
 from .rules import FlagRule, InvalidFlag, validate_environments_document
-from .snapshot import MAX_SNAPSHOT_BYTES, CorruptSnapshot, decode_document, decode_payload
+from .snapshot import (
+    MAX_SNAPSHOT_BYTES,
+    SHARDS,
+    CorruptSnapshot,
+    Head,
+    decode_document,
+    decode_shard,
+    decode_view,
+)
+
+#: Reads sent before their answers are awaited, when reading every flag znode.
+PIPELINED_READS = 1000
+#: Reads of the head and its shards before giving up while writes keep landing between.
+SNAPSHOT_READ_ROUNDS = 5
+#: Decoded shards by path: (mzxid, version, shard count) and entries. Entries are never
+#: mutated (writers copy the view); one root holds at most SHARDS of them.
+_decoded: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
 
 NO_ENVIRONMENTS_DOCUMENT: dict[str, Any] = {"parents": {}, "hosts": {}}
 
@@ -49,12 +66,20 @@ class StoredEnvironments:
 
 @dataclass(frozen=True)
 class StoredSnapshot:
-    """The snapshot znode: flag entries (documents with their version), the environments
-    document, and the znode version (None when there is no snapshot node)."""
+    """The snapshot: flag entries (documents with their version), the environments
+    document, and the snapshot znode's version (None when there is no snapshot node).
+
+    For a sharded view (format 2) also its epoch, number of shards, each shard's znode
+    version and the names it holds; ``epoch`` is None for a format-1 snapshot (one znode).
+    """
 
     flags: dict[str, Any] = field(default_factory=dict)
     environments: dict[str, Any] = field(default_factory=dict)
     version: int | None = None
+    epoch: str | None = None
+    shards: int = SHARDS
+    shard_versions: dict[int, int] = field(default_factory=dict)
+    shard_names: dict[int, frozenset[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -96,14 +121,81 @@ class TreeReader:
         return StoredFlag(name, rule, stat.version)
 
     def snapshot(self) -> StoredSnapshot:
-        """Raises :class:`CorruptSnapshot` when the node holds something unreadable."""
+        """The whole view: the head and every shard it names (one round trip for all the
+        shards), or a format-1 snapshot.
+
+        Raises :class:`CorruptSnapshot` when the head or a shard holds something
+        unreadable, a shard is missing, or a shard is at another version than the head
+        says while the head does not move (a write in steps cut off, or a hand edit).
+        """
         self.requests.wait_connected()
-        found = self._get(self.paths.snapshot)
-        if found is None:
-            return StoredSnapshot()
-        data, stat = found
-        payload = decode_payload(data, self.max_snapshot_bytes)
-        return StoredSnapshot(payload["flags"], payload["environments"], stat.version)
+        for _ in range(SNAPSHOT_READ_ROUNDS):
+            found = self._get(self.paths.snapshot)
+            if found is None:
+                return StoredSnapshot()
+            data, stat = found
+            view = decode_view(data, self.max_snapshot_bytes)
+            if not isinstance(view, Head):
+                return StoredSnapshot(view["flags"], view["environments"], stat.version)
+            shards = self._shards(view)
+            moved = [k for k, (version, _entries) in shards.items() if version != view.versions[k]]
+            if not moved:
+                flags: dict[str, Any] = {}
+                for _version, entries in shards.values():
+                    flags.update(entries)
+                return StoredSnapshot(
+                    flags,
+                    view.environments,
+                    stat.version,
+                    epoch=view.epoch,
+                    shards=view.shards,
+                    shard_versions={k: version for k, (version, _e) in shards.items()},
+                    shard_names={k: frozenset(entries) for k, (_v, entries) in shards.items()},
+                )
+            again = self.snapshot_stat()
+            if again is None or again.mzxid == stat.mzxid:
+                k = moved[0]
+                raise CorruptSnapshot(
+                    f"shard {k} is at version {shards[k][0]} where the head says "
+                    f"{view.versions[k]}: a view written in steps was cut off, or a hand edit"
+                )
+            # A write landed between the head and its shards: read again.
+        raise ZooKeeperUnavailable("the snapshot kept moving while it was read; try again")
+
+    def _shards(self, head: Head) -> dict[int, tuple[int, dict[str, Any]]]:
+        """Every shard ``head`` names: its znode version and entries (decoded once per
+        version and kept: a writer reads the whole view for every write)."""
+        client = self.requests.client
+        pending = [(k, client.get_async(self.paths.shard(k))) for k in sorted(head.versions)]
+        shards: dict[int, tuple[int, dict[str, Any]]] = {}
+        for k, result in pending:
+            try:
+                data, stat = self.requests.result(result)
+            except NoNodeError:
+                raise CorruptSnapshot(f"shard {k} is missing") from None
+            path = self.paths.shard(k)
+            kept = _decoded.get(path)
+            if kept is not None and kept[0] == (stat.mzxid, stat.version, head.shards):
+                entries = kept[1]
+            else:
+                entries = decode_shard(data, k, head.shards, self.max_snapshot_bytes)
+                _decoded[path] = ((stat.mzxid, stat.version, head.shards), entries)
+            shards[k] = (stat.version, entries)
+        return shards
+
+    def snapshot_stat(self) -> Any:
+        return self.requests.result(self.requests.client.exists_async(self.paths.snapshot))
+
+    def shard_versions(self, indices: list[int]) -> dict[int, int]:
+        """The znode version of each of these shards that exists (one round trip)."""
+        client = self.requests.client
+        pending = [(k, client.exists_async(self.paths.shard(k))) for k in indices]
+        found = {}
+        for k, result in pending:
+            stat = self.requests.result(result)
+            if stat is not None:
+                found[k] = stat.version
+        return found
 
     def snapshot_version(self) -> int | None:
         stat = self.requests.result(self.requests.client.exists_async(self.paths.snapshot))
@@ -161,17 +253,45 @@ class TreeReader:
         invalid ones with what is wrong."""
         entries: dict[str, Any] = {}
         errors: dict[str, str] = {}
+        names = []
         for name in self.flag_names():
             try:
-                stored = self.flag(name)
+                self.paths.flag(name)
+                names.append(name)
             except InvalidFlag as exc:  # a child znode whose name is not a flag name
                 errors[name[:200]] = str(exc)
-                continue
-            if stored.rule is not None:
-                entries[name] = {**stored.rule.to_document(), "version": stored.version}
-            elif stored.error is not None:
-                errors[name] = stored.error
+        client = self.requests.client
+        for start in range(0, len(names), PIPELINED_READS):
+            # Pipelined: 100,000 flags are 100 round trips, not 100,000.
+            chunk = names[start : start + PIPELINED_READS]
+            pending = [(name, client.get_async(self.paths.flag(name))) for name in chunk]
+            for name, result in pending:
+                try:
+                    data, stat = self.requests.result(result)
+                except NoNodeError:
+                    continue  # deleted meanwhile
+                try:
+                    rule = FlagRule.from_document(decode_document(data), name=name)
+                except InvalidFlag as exc:
+                    errors[name] = str(exc)
+                    continue
+                entries[name] = {**rule.to_document(), "version": stat.version}
         return entries, errors
+
+
+def read_view(client: Any, root: str, max_bytes: int = MAX_SNAPSHOT_BYTES) -> dict[str, Any]:
+    """The whole view under ``root`` as ``{"flags": {name: entry}, "environments": {...}}``,
+    read with a plain (connected) kazoo client: the head, then the shards it names, or a
+    format-1 snapshot. For tools and tests; raises CorruptSnapshot, NoNodeError."""
+    data, _stat = client.get(f"{root}/snapshot")
+    view = decode_view(data, max_bytes)
+    if not isinstance(view, Head):
+        return view
+    flags: dict[str, Any] = {}
+    for k in sorted(view.versions):
+        shard, _shard_stat = client.get(f"{root}/shards/{k}")
+        flags.update(decode_shard(shard, k, view.shards, max_bytes))
+    return {"flags": flags, "environments": view.environments}
 
 
 __all__ = [
@@ -181,4 +301,5 @@ __all__ = [
     "StoredFlag",
     "StoredSnapshot",
     "TreeReader",
+    "read_view",
 ]

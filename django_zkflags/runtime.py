@@ -15,17 +15,26 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from kazoo.client import KazooState
+from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import ZnodeStat
 
 from . import conf
 from .cache import store
-from .client import Paths, Requests, acl_for, gevent_patched, make_client
+from .client import (
+    UNAVAILABLE_ERRORS,
+    Paths,
+    Requests,
+    acl_for,
+    gevent_patched,
+    make_client,
+)
 from .diskcopy import SnapshotFile
 from .fleet import FleetMember, FleetReport, identity, read_fleet
 from .history_reset import HistoryReset
@@ -33,13 +42,19 @@ from .kazoo_compat import abandon_in_forked_child, forget_exit_hook
 from .reader import TreeReader
 from .snapshot import (
     EMPTY,
+    VIEW_FILE_MAGIC,
+    CorruptSnapshot,
+    Head,
     Snapshot,
     compile_entries,
-    decode_payload,
+    decode_view,
+    decode_view_file,
     encode_entries,
+    encode_view_file,
     resolve_environment,
 )
-from .watcher import NodeWatch
+from .view import AppliedView, Fetched
+from .watcher import NodeWatch, ReadAgain
 from .writer import FlagWriter, ViewCheck
 
 log = logging.getLogger("django_zkflags")
@@ -69,6 +84,11 @@ class FlagRuntime:
         # The snapshot znode's version last applied from ZooKeeper, and when (wall clock).
         self.applied_version: int | None = None
         self.applied_at: float | None = None
+        # The shards of a sharded view applied (docs/design.md), and what changes cost.
+        self.view = AppliedView()
+        self.applied_changes = 0
+        self.apply_ms: deque[float] = deque(maxlen=APPLY_TIMINGS_KEPT)
+        self.read_ms: deque[float] = deque(maxlen=APPLY_TIMINGS_KEPT)
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -176,22 +196,20 @@ class FlagRuntime:
     # -- snapshots (the watch's thread) ----------------------------------------------------
 
     def _compile(self, data: bytes | None, zxid: int, source: str) -> Snapshot:
-        """Decode and compile snapshot bytes for this process's environment.
+        """Decode and compile a whole format-1 snapshot for this process's environment.
 
         Raises CorruptSnapshot (a ValueError) when the bytes are not a snapshot.
         """
-        payload = decode_payload(data, max_snapshot_bytes())
-        env, chain = resolve_environment(
-            payload["environments"], conf.environment(), conf.hostname()
-        )
+        view = decode_view(data, max_snapshot_bytes())
+        if isinstance(view, Head):
+            raise CorruptSnapshot("a sharded view's head without its shards")
+        env, chain = resolve_environment(view["environments"], conf.environment(), conf.hostname())
         base = store.base
         # Rules compiled for another environment chain cannot be reused.
         previous = base.flags if base.chain == chain else None
-        flags, errors = compile_entries(payload["flags"], previous=previous, chain=chain)
-        for name, error in errors.items():
-            # An invalid entry keeps its last good rule; a broken prerequisite turns its
-            # flag off (the error says which).
-            log.error("Flag %r in the snapshot is not served as written: %s", name, error)
+        flags, errors = compile_entries(view["flags"], previous=previous, chain=chain)
+        _log_errors(errors)
+        self.view = AppliedView()  # a sharded view that follows is read whole
         return Snapshot(
             flags,
             zxid=zxid,
@@ -199,7 +217,40 @@ class FlagRuntime:
             errors=errors,
             environment=env,
             chain=chain,
-            environments=payload["environments"],
+            environments=view["environments"],
+        )
+
+    def _compile_sharded(
+        self, head: Head, fetched: dict[int, Fetched], zxid: int, source: str
+    ) -> tuple[Snapshot, frozenset[str] | None]:
+        """The next snapshot from ``head`` and the shards read for it (those
+        ``self.view.needed`` named): only those are decoded and compiled."""
+        env, chain = resolve_environment(head.environments, conf.environment(), conf.hostname())
+        base = store.base
+        flags, errors, changed = self.view.apply(
+            head,
+            fetched,
+            base.flags,
+            chain,
+            max_snapshot_bytes(),
+            reuse=base.chain == chain,
+        )
+        if changed is None:
+            _log_errors(errors)
+        else:
+            shown = {*changed, *(f"(shard {k})" for k in fetched)}
+            _log_errors({name: why for name, why in errors.items() if name in shown})
+        return (
+            Snapshot(
+                flags,
+                zxid=zxid,
+                source=source,
+                errors=errors,
+                environment=env,
+                chain=chain,
+                environments=head.environments,
+            ),
+            changed,
         )
 
     def _on_snapshot(self, data: bytes | None, stat: ZnodeStat | None) -> None:
@@ -214,25 +265,97 @@ class FlagRuntime:
             )
             self.loaded.set()
             return
-        zxid = stat.mzxid if stat is not None else 0
+        started = time.perf_counter()
+        read_ms = 0.0
+        changed: frozenset[str] | None = None
         try:
-            snapshot = self._compile(data, zxid, "zookeeper")
+            view = decode_view(data, max_snapshot_bytes())
+            if isinstance(view, Head):
+                assert data is not None and stat is not None
+                view, data, stat, fetched, read_ms = self._read_shards(view, data, stat)
+                snapshot, changed = self._compile_sharded(view, fetched, stat.mzxid, "zookeeper")
+            else:
+                snapshot = self._compile(data, stat.mzxid if stat is not None else 0, "zookeeper")
         except ValueError as exc:
             self.last_error = str(exc)
             log.error("Ignoring an unreadable snapshot at %s: %s", self.paths.snapshot, exc)
             if self.fleet is not None:
                 self.fleet.applied(error=self.last_error)
             return
-        store.publish(snapshot)
+        store.publish(snapshot, changed)
+        self.apply_ms.append((time.perf_counter() - started) * 1000 - read_ms)
+        self.read_ms.append(read_ms)
+        self.applied_changes += 1
         self.last_error = None
         self.applied_version = stat.version if stat is not None else None
         self.applied_at = time.time()
         self.loaded.set()
         if self.fleet is not None:
             self.fleet.applied(**self._fleet_fields(snapshot))
-        if self.snapshot_file is not None:
-            # No snapshot node yet is "no flags": keep it in a form load_file() accepts.
-            self.snapshot_file.save(data if data is not None else _EMPTY_PAYLOAD, zxid)
+        if self.snapshot_file is not None and changed != frozenset():
+            if isinstance(view, Head):
+                assert data is not None
+                saved = encode_view_file(data, self.view.raw)
+            else:
+                # No snapshot node yet is "no flags": keep it in a form load_file() accepts.
+                saved = data if data is not None else _EMPTY_PAYLOAD
+            self.snapshot_file.save(saved, snapshot.zxid)
+
+    def _read_shards(
+        self, head: Head, data: bytes, stat: ZnodeStat
+    ) -> tuple[Head, bytes, ZnodeStat, dict[int, Fetched], float]:
+        r"""Read the shards ``head`` moved, in one round trip (pipelined ``get``\s).
+
+        A shard newer than the head (a write that landed after the head was read) means
+        the head moved too: it is read again, with the shards it moved since, so that a
+        change of several shards is never served half applied. A head that did not move
+        while a shard is ahead of it is a view written in steps (a rebuild larger than one
+        ``multi()``) or by hand: what was read is applied. Returns the head applied, its
+        bytes and stat, the shards read, and the milliseconds spent reading.
+        """
+        started = time.perf_counter()
+        timeout = float(conf.get("SESSION_TIMEOUT"))
+        fetched: dict[int, tuple[bytes | None, int | None, int]] = {}
+        try:
+            for _ in range(CATCH_UP_ROUNDS):
+                env, chain = resolve_environment(
+                    head.environments, conf.environment(), conf.hostname()
+                )
+                wanted = [
+                    k
+                    for k in self.view.needed(head, chain)
+                    if k not in fetched or fetched[k][1] != head.versions[k]
+                ]
+                fetched.update(self._get_shards(wanted, timeout))
+                newest = max((mzxid for _, _, mzxid in fetched.values()), default=0)
+                if newest <= stat.mzxid:
+                    break
+                again, again_stat = self.client.get_async(self.paths.snapshot).get(timeout=timeout)
+                if again_stat.mzxid == stat.mzxid:
+                    break
+                moved = decode_view(again, max_snapshot_bytes())
+                if not isinstance(moved, Head):
+                    raise ReadAgain("the snapshot changed format while its shards were read")
+                head, data, stat = moved, again, again_stat
+        except UNAVAILABLE_ERRORS + (NoNodeError,) as exc:
+            raise ReadAgain(f"reading the shards failed: {type(exc).__name__}") from exc
+        shards = {k: (found[0], found[1]) for k, found in fetched.items() if k in head.versions}
+        return head, data, stat, shards, (time.perf_counter() - started) * 1000
+
+    def _get_shards(
+        self, indices: list[int], timeout: float
+    ) -> dict[int, tuple[bytes | None, int | None, int]]:
+        """Shards by index: bytes, version and mzxid (None, None, 0 when missing)."""
+        pending = [(k, self.client.get_async(self.paths.shard(k))) for k in indices]
+        found: dict[int, tuple[bytes | None, int | None, int]] = {}
+        for k, result in pending:
+            try:
+                shard_data, shard_stat = result.get(timeout=timeout)
+            except NoNodeError:
+                found[k] = (None, None, 0)
+                continue
+            found[k] = (shard_data, shard_stat.version, shard_stat.mzxid)
+        return found
 
     def _fleet_fields(self, snapshot: Snapshot | None = None) -> dict[str, Any]:
         """What this process serves, for its fleet entry (a few attribute reads)."""
@@ -258,7 +381,21 @@ class FlagRuntime:
             return False
         data, zxid = found
         try:
-            snapshot = self._compile(data, zxid, "file")
+            if data.startswith(VIEW_FILE_MAGIC):
+                head_data, shards = decode_view_file(data)
+                head = decode_view(head_data, max_snapshot_bytes())
+                if not isinstance(head, Head):
+                    raise CorruptSnapshot("the file's head is not a sharded view's")
+                fetched: dict[int, Fetched] = {
+                    k: (shard, head.versions.get(k)) for k, shard in shards.items()
+                }
+                self.view = AppliedView()
+                snapshot, _ = self._compile_sharded(head, fetched, zxid, "file")
+                # Versions on disk may be older than ZooKeeper's: read every shard again
+                # once it answers (the rules compiled here are reused where they still hold).
+                self.view = AppliedView()
+            else:
+                snapshot = self._compile(data, zxid, "file")
         except ValueError as exc:
             log.warning("Ignoring the snapshot file %s: %s", self.snapshot_file.path, exc)
             return False
@@ -309,6 +446,13 @@ class FlagRuntime:
             ),
             "verify_interval": watch.verify_interval if watch else None,
             "missed_changes": watch.missed_changes if watch else 0,
+            # What applying a change cost this process (docs/performance.md).
+            "apply": {
+                "count": self.applied_changes,
+                "recent_ms": [round(ms, 3) for ms in self.apply_ms],
+                "recent_read_ms": [round(ms, 3) for ms in self.read_ms],
+                "shards": len(self.view.versions),
+            },
             "history_resets": self.history_reset.resets,
             "snapshot_file": self.snapshot_file.path if self.snapshot_file else None,
             "pid": self.pid,
@@ -317,6 +461,18 @@ class FlagRuntime:
 
 
 _EMPTY_PAYLOAD = encode_entries({})
+#: Apply timings kept for ``status()["apply"]``.
+APPLY_TIMINGS_KEPT = 1000
+#: Times the head is read again while shards turn out newer than it (writes landing while
+#: a process catches up); each round is one round trip.
+CATCH_UP_ROUNDS = 10
+
+
+def _log_errors(errors: dict[str, str]) -> None:
+    for name, error in errors.items():
+        # An invalid entry keeps its last good rule; a broken prerequisite turns its
+        # flag off (the error says which).
+        log.error("Flag %r in the snapshot is not served as written: %s", name, error)
 
 
 def max_snapshot_bytes() -> int:

@@ -15,6 +15,23 @@ Decoding is bounded: a snapshot larger than ``max_bytes`` (``ZKFLAGS["MAX_SNAPSH
 a small hand-written znode cannot make every process of the fleet allocate gigabytes (zlib
 inflates up to about 1,000 times: a 1 MB znode of compressed whitespace is 1 GB). A
 snapshot of 100,000 small flags is about 8 to 18 MB of JSON.
+
+Format 2, the sharded view (what writers write; format 1 is still read, and converted by
+the next write). The snapshot znode is a small *head*; the flags are spread over
+``SHARDS`` shard znodes ``<root>/shards/<k>`` by a stable hash of their name
+(:func:`shard_of`)::
+
+    head  = b"ZKF1" + zlib(JSON {"format": 2, "epoch": "<hex>", "shards": 256,
+                                 "versions": {"<k>": znode version of shard k},
+                                 "flags": how many, "environments": {...}})
+    shard = b"ZKF1" + zlib(JSON {"format": 2, "shard": k, "flags": {name: entry}})
+
+A write changes the flag znode, the flag's shard and the head in one ``multi()``; every
+process watches only the head and reads the shards whose version moved, so that a change
+costs a process what changed, not the number of flags. ``epoch`` is minted when a writer
+builds the view from scratch (no head, or a head or shard it could not read): a process
+whose applied shards belong to another epoch reads them all again, so that a shard version
+is never mistaken for one of another incarnation of the tree.
 """
 
 from __future__ import annotations
@@ -41,6 +58,13 @@ from .rules import (
 
 MAGIC = b"ZKF1"
 FORMAT = 1
+#: The sharded view: a head znode and shard znodes.
+FORMAT_SHARDED = 2
+#: How many shards a new view is spread over: 100,000 flags make shards of about 400 flags
+#: (5 KB compressed), and a change costs a process one of them.
+SHARDS = 256
+#: The disk copy of a sharded view: the head and every shard's bytes, as read.
+VIEW_FILE_MAGIC = b"ZKS2"
 #: The default of ``ZKFLAGS["MAX_SNAPSHOT_BYTES"]``: the largest snapshot, as JSON, that is
 #: decoded.
 MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
@@ -128,18 +152,12 @@ def inflate(compressed: bytes, max_bytes: int) -> bytes:
         raise CorruptSnapshot(f"snapshot is not readable: {exc}") from None
 
 
-def decode_payload(data: bytes | None, max_bytes: int = MAX_SNAPSHOT_BYTES) -> dict[str, Any]:
-    """Decode a snapshot znode: ``{"flags": {...}, "environments": {...}}``, refusing one
-    larger than ``max_bytes`` as JSON.
-
-    Raises CorruptSnapshot.
-    """
-    if data is None:
-        return {"flags": {}, "environments": {}}
+def _decode_object(data: bytes, max_bytes: int, what: str = "snapshot") -> dict[str, Any]:
+    """The JSON object of a ``ZKF1`` (zlib) or plain JSON znode, bounded by ``max_bytes``."""
     if not data:
         # The app never writes zero bytes (an empty view is still ZKF1 + zlib): this is
         # a node created by hand, not "no flags".
-        raise CorruptSnapshot("snapshot znode is empty")
+        raise CorruptSnapshot(f"{what} znode is empty")
     if len(data) > max_bytes:
         raise _too_large(max_bytes)
     if data.startswith(MAGIC):
@@ -147,15 +165,173 @@ def decode_payload(data: bytes | None, max_bytes: int = MAX_SNAPSHOT_BYTES) -> d
     try:
         payload = json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as exc:
-        raise CorruptSnapshot(f"snapshot is not readable: {exc}") from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("flags"), dict):
-        raise CorruptSnapshot("snapshot has no 'flags' object")
-    if payload.get("format") != FORMAT:
-        raise CorruptSnapshot(f"snapshot format {payload.get('format')!r} is not supported")
+        raise CorruptSnapshot(f"{what} is not readable: {exc}") from None
+    if not isinstance(payload, dict):
+        raise CorruptSnapshot(f"{what} has no 'flags' object")
+    return payload
+
+
+def _environments_of(payload: Mapping[str, Any]) -> dict[str, Any]:
     environments = payload.get("environments") or {}
     if not isinstance(environments, dict):
         raise CorruptSnapshot("snapshot 'environments' is not an object")
-    return {"flags": payload["flags"], "environments": environments}
+    return environments
+
+
+def decode_payload(data: bytes | None, max_bytes: int = MAX_SNAPSHOT_BYTES) -> dict[str, Any]:
+    """Decode a format-1 snapshot znode: ``{"flags": {...}, "environments": {...}}``,
+    refusing one larger than ``max_bytes`` as JSON.
+
+    Raises CorruptSnapshot, for the head of a sharded view too (:func:`decode_view` reads
+    both).
+    """
+    if data is None:
+        return {"flags": {}, "environments": {}}
+    return _whole_view(_decode_object(data, max_bytes))
+
+
+def _whole_view(payload: dict[str, Any]) -> dict[str, Any]:
+    if payload.get("format") == FORMAT_SHARDED:
+        raise CorruptSnapshot("snapshot is the head of a sharded view (format 2)")
+    if not isinstance(payload.get("flags"), dict):
+        raise CorruptSnapshot("snapshot has no 'flags' object")
+    if payload.get("format") != FORMAT:
+        raise CorruptSnapshot(f"snapshot format {payload.get('format')!r} is not supported")
+    return {"flags": payload["flags"], "environments": _environments_of(payload)}
+
+
+@dataclass(frozen=True)
+class Head:
+    """The head of a sharded view: its epoch, and which shards exist at which version."""
+
+    epoch: str
+    shards: int
+    versions: Mapping[int, int]
+    environments: dict[str, Any]
+    count: int = 0
+
+
+def decode_view(data: bytes | None, max_bytes: int = MAX_SNAPSHOT_BYTES) -> Head | dict[str, Any]:
+    """Decode the snapshot znode: a :class:`Head` (format 2), or a whole format-1 view as
+    :func:`decode_payload` returns it. Raises CorruptSnapshot."""
+    if data is None:
+        return {"flags": {}, "environments": {}}
+    payload = _decode_object(data, max_bytes)
+    if payload.get("format") != FORMAT_SHARDED:
+        return _whole_view(payload)
+    shards, versions, epoch = payload.get("shards"), payload.get("versions"), payload.get("epoch")
+    if not isinstance(shards, int) or isinstance(shards, bool) or not 1 <= shards <= 65536:
+        raise CorruptSnapshot(f"snapshot head has no valid 'shards' count: {shards!r}")
+    if not isinstance(epoch, str) or not epoch or not isinstance(versions, dict):
+        raise CorruptSnapshot("snapshot head has no 'epoch' or no 'versions' object")
+    parsed: dict[int, int] = {}
+    for key, version in versions.items():
+        if not (isinstance(key, str) and key.isdigit() and int(key) < shards):
+            raise CorruptSnapshot(f"snapshot head names shard {key[:20]!r} of {shards}")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+            raise CorruptSnapshot(f"snapshot head gives shard {key} version {version!r}")
+        parsed[int(key)] = version
+    count = payload.get("flags")
+    return Head(
+        epoch,
+        shards,
+        parsed,
+        _environments_of(payload),
+        count if isinstance(count, int) and not isinstance(count, bool) else 0,
+    )
+
+
+def encode_head(
+    epoch: str,
+    shards: int,
+    versions: Mapping[int, int],
+    environments: Mapping[str, Any] | None,
+    count: int,
+) -> bytes:
+    payload: dict[str, Any] = {
+        "format": FORMAT_SHARDED,
+        "epoch": epoch,
+        "shards": shards,
+        "versions": {str(k): v for k, v in sorted(versions.items())},
+        "flags": count,
+    }
+    if environments:
+        payload["environments"] = dict(environments)
+    return MAGIC + zlib.compress(encode_document(payload), 6)
+
+
+def shard_of(name: str, shards: int) -> int:
+    """The shard flag ``name`` lives in: the same in every process, host and release."""
+    return zlib.crc32(name.encode()) % shards
+
+
+def encode_shard(index: int, entries: Mapping[str, Mapping[str, Any]]) -> tuple[bytes, int]:
+    """A shard znode's bytes, and its size as JSON (what a reader inflates it to)."""
+    document = encode_document({"format": FORMAT_SHARDED, "shard": index, "flags": dict(entries)})
+    return MAGIC + zlib.compress(document, 6), len(document)
+
+
+def decode_shard(data: bytes | None, index: int, shards: int, max_bytes: int) -> dict[str, Any]:
+    """The entries of shard ``index`` (of ``shards``).
+
+    Raises CorruptSnapshot when the znode is missing, is not that shard, or files a flag
+    under the wrong shard (a hand edit: no name may be in two shards)."""
+    if data is None:
+        raise CorruptSnapshot(f"shard {index} is missing")
+    payload = _decode_object(data, max_bytes, what=f"shard {index}")
+    flags = payload.get("flags")
+    if payload.get("format") != FORMAT_SHARDED or payload.get("shard") != index:
+        raise CorruptSnapshot(f"shard {index} does not hold shard {index} of a sharded view")
+    if not isinstance(flags, dict):
+        raise CorruptSnapshot(f"shard {index} has no 'flags' object")
+    strays = [name for name in flags if shard_of(str(name), shards) != index]
+    if strays:
+        raise CorruptSnapshot(f"shard {index} holds flags of other shards: {strays[:3]!r}")
+    return flags
+
+
+def encode_view_file(head: bytes, shards: Mapping[int, bytes]) -> bytes:
+    """The disk copy of a sharded view: the head's bytes, then each shard's as read
+    (concatenated, not re-encoded: saving costs the process no JSON and no zlib)."""
+    parts = [VIEW_FILE_MAGIC, len(head).to_bytes(4, "big"), head]
+    for index in sorted(shards):
+        data = shards[index]
+        parts += [index.to_bytes(4, "big"), len(data).to_bytes(4, "big"), data]
+    return b"".join(parts)
+
+
+def decode_file_payload(data: bytes, max_bytes: int = MAX_SNAPSHOT_BYTES) -> dict[str, Any]:
+    """A disk copy (either format) as ``{"flags": ..., "environments": ...}``."""
+    if not data.startswith(VIEW_FILE_MAGIC):
+        return decode_payload(data, max_bytes)
+    head_data, shards = decode_view_file(data)
+    head = decode_view(head_data, max_bytes)
+    if not isinstance(head, Head):
+        raise CorruptSnapshot("the file's head is not a sharded view's")
+    flags: dict[str, Any] = {}
+    for k, shard in sorted(shards.items()):
+        flags.update(decode_shard(shard, k, head.shards, max_bytes))
+    return {"flags": flags, "environments": head.environments}
+
+
+def decode_view_file(data: bytes) -> tuple[bytes, dict[int, bytes]]:
+    """The head's and the shards' bytes of :func:`encode_view_file`. Raises
+    CorruptSnapshot."""
+    if data[:4] != VIEW_FILE_MAGIC or len(data) < 8:
+        raise CorruptSnapshot("not a sharded view file")
+    size = int.from_bytes(data[4:8], "big")
+    head, at = data[8 : 8 + size], 8 + size
+    if len(head) != size:
+        raise CorruptSnapshot("sharded view file is truncated")
+    shards: dict[int, bytes] = {}
+    while at < len(data):
+        index = int.from_bytes(data[at : at + 4], "big")
+        size = int.from_bytes(data[at + 4 : at + 8], "big")
+        if at + 8 + size > len(data):
+            raise CorruptSnapshot("sharded view file is truncated")
+        shards[index] = data[at + 8 : at + 8 + size]
+        at += 8 + size
+    return head, shards
 
 
 @dataclass(frozen=True)
@@ -193,6 +369,8 @@ def compile_entries(
     entries: Mapping[str, Any],
     previous: Mapping[str, FlagRule] | None = None,
     chain: Sequence[str] = (),
+    *,
+    link: bool = True,
 ) -> tuple[dict[str, FlagRule], dict[str, str]]:
     """Compile raw entries into rules, resolved for the environment ``chain`` (root first).
 
@@ -203,7 +381,8 @@ def compile_entries(
 
     Flags with prerequisites are then linked to their prerequisites' rules
     (:func:`link_prerequisites`); one whose prerequisite is missing or in a cycle with it
-    is off, and reported in the errors too.
+    is off, and reported in the errors too (``link=False`` leaves that to the caller, which
+    compiles part of a view).
     """
     previous = previous or {}
     flags: dict[str, FlagRule] = {}
@@ -227,7 +406,7 @@ def compile_entries(
                 flags[name] = old
                 if old.requires:
                     dependents.append(name)
-    if dependents:
+    if dependents and link:
         for name, why in link_prerequisites(flags, dependents).items():
             errors[name] = f"{errors[name]}; {why}" if name in errors else why
     return flags, errors

@@ -37,6 +37,12 @@ log = logging.getLogger("django_zkflags.watcher")
 OnData = Callable[[bytes | None, ZnodeStat | None], None]
 
 
+class ReadAgain(Exception):
+    """Raised by ``on_data`` when it could not finish with this data (reading more from
+    ZooKeeper failed): the node is read and handed over again after a back-off, even if
+    it did not change."""
+
+
 class NodeWatch:
     """Follow ``path`` on ``client`` and call ``on_data(data, stat)`` on every new value.
 
@@ -187,10 +193,13 @@ class NodeWatch:
             return  # older than what we have: a lagging server
         if stat is not None and mzxid == self._last_mzxid:
             return  # nothing new (a reconnect, or a spurious event)
-        self._last_mzxid = mzxid
+        previous, self._last_mzxid = self._last_mzxid, mzxid
         try:
             self.on_data(data, stat)
             self.last_error = None
+        except ReadAgain:
+            self._last_mzxid = previous
+            raise  # the loop backs off and reads again
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("Handling new data of %s failed; keeping the last good value", self.path)

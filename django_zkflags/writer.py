@@ -1,5 +1,6 @@
 """Versioned writes: each change of a flag (or of the environments document) is one
-ZooKeeper ``multi()`` with the snapshot.
+ZooKeeper ``multi()`` with the snapshot: the shards it changes and the head (format 2,
+see :mod:`django_zkflags.snapshot`).
 
 * the changed znode is written from the version the editor started from: that is the
   optimistic lock that refuses a conflicting edit (:class:`FlagConflict`);
@@ -16,8 +17,9 @@ environments document); it does not validate again.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from kazoo.client import KazooClient
@@ -40,13 +42,16 @@ from .exceptions import (
     ZooKeeperUnavailable,
 )
 from .kazoo_compat import withdraw_queued_request
-from .reader import StoredFlag, TreeReader
+from .reader import StoredFlag, StoredSnapshot, TreeReader
 from .rules import FlagRule, validate_name
 from .snapshot import (
     MAX_SNAPSHOT_BYTES,
+    SHARDS,
     CorruptSnapshot,
     encode_document,
-    encode_snapshot,
+    encode_head,
+    encode_shard,
+    shard_of,
 )
 
 log = logging.getLogger("django_zkflags.writer")
@@ -64,6 +69,8 @@ T = TypeVar("T")
 ViewCheck = Callable[[Mapping[str, Any], Mapping[str, Any]], None]
 
 READ_BACK_ERRORS: tuple[type[BaseException], ...] = (FlagWriteError, *UNAVAILABLE_ERRORS)
+#: Bytes kept free in each multi() besides what is counted (request framing, paths, ACLs).
+WRITE_MARGIN = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -189,14 +196,65 @@ class ChangeNote:
         return who
 
 
+class _Entries(dict[str, Any]):
+    """The view's entries for one attempt, remembering which names the attempt set or took
+    out: only their shards are written."""
+
+    def __init__(self, entries: Mapping[str, Any]) -> None:
+        super().__init__(entries)
+        self.touched: set[str] = set()
+
+    def __setitem__(self, name: str, entry: Any) -> None:
+        self.touched.add(name)
+        super().__setitem__(name, entry)
+
+    def __delitem__(self, name: str) -> None:
+        self.touched.add(name)
+        super().__delitem__(name)
+
+    def pop(self, name: str, *default: Any) -> Any:  # type: ignore[override]
+        self.touched.add(name)
+        return super().pop(name, *default)
+
+
 @dataclass
 class _View:
     """The snapshot as read for one write attempt, to be rewritten."""
 
-    flags: dict[str, Any]
+    flags: _Entries
     environments: dict[str, Any]
     version: int | None  # None: there is no snapshot node yet
     rebuilt: bool = False  # from the source znodes (the snapshot was missing or unreadable)
+    epoch: str | None = None  # None: a new epoch (the view is written whole)
+    shards: int = SHARDS
+    #: Each shard's znode version as read (None: not a sharded view read whole, so every
+    #: shard is written, and the versions of those that exist are looked up).
+    shard_versions: dict[int, int] | None = None
+    shard_names: Mapping[int, frozenset[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _ShardWrite:
+    index: int
+    data: bytes | None  # None: delete the shard (it holds no flag any more)
+    version: int | None  # the version it is at (None: create it)
+    inflated: int = 0
+
+
+@dataclass(frozen=True)
+class _ViewWrite:
+    """The shards an attempt writes and the new head."""
+
+    shards: list[_ShardWrite]
+    head: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.head) + sum(len(write.data or b"") for write in self.shards)
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(8)
 
 
 @dataclass(frozen=True)
@@ -523,7 +581,7 @@ class FlagWriter:
         data = encode_document(doc)
 
         def attempt() -> WriteResult:
-            self._check_size(b"", data, name)
+            self._check_size(None, data, name)
             tx = self.client.transaction()
             tx.create(self.paths.flag(name), data, acl=self.acl)
             record = note.record(name, "created", 0, None, doc) if note else None
@@ -635,6 +693,7 @@ class FlagWriter:
             # the versioned write below fails and the attempt starts again from fresh reads
             # (flag znodes read before a write never go out with a snapshot read after it).
             corrupt = False
+            old: StoredSnapshot | None = None
             try:
                 old = self.reader.snapshot()
                 old_flags, old_environments, version = old.flags, old.environments, old.version
@@ -669,16 +728,27 @@ class FlagWriter:
                 nothing_there = not entries and environments.version is None
                 if (baseline and not changes) or (version is None and nothing_there):
                     return Rebuilt(errors, [], written=False)
-            payload, inflated = encode_snapshot(entries, env_doc)
+            if baseline and old is not None and old.epoch is not None:
+                # A sharded view read whole and consistent: write the shards that differ.
+                view = self._view_of(old)
+                for change in changes:
+                    if change.name != ENVIRONMENTS:
+                        if change.name in entries:
+                            view.flags[change.name] = entries[change.name]
+                        else:
+                            view.flags.pop(change.name, None)
+                view.environments = env_doc
+            else:  # missing, unreadable, or format 1: written whole, in a new epoch
+                view = _View(_Entries(entries), env_doc, version, rebuilt=True)
             record = note.record_batch(changes) if note is not None and changes else None
-            self._check_size(
-                payload, b"", "the rebuilt snapshot", extra=len(record or b""), inflated=inflated
-            )
+            planned = self._plan(view)
+            self._check_size(planned, b"", "the rebuilt snapshot", extra=len(record or b""))
+            # A view larger than one multi() (about 80,000 flags and more) is written in
+            # steps: shards first, each versioned, then the head, which makes them current.
+            # Until the head moves nobody reads those shards.
+            final = self._write_shards_in_steps(planned, len(record or b""))
             tx = self.client.transaction()
-            if version is None:
-                tx.create(self.paths.snapshot, payload, acl=self.acl)
-            else:
-                tx.set_data(self.paths.snapshot, payload, version=version)
+            self._add_view_ops(tx, view, replace(planned, shards=final))
             if record is not None:
                 tx.create(f"{self.paths.changes}/c-", record, acl=self.acl, sequence=True)
             results = self.requests.result(tx.commit_async())
@@ -695,18 +765,44 @@ class FlagWriter:
                 ):
                     raise ForceRetryError()
                 raise FlagWriteError(f"ZooKeeper refused the write: {failed[0]!r}")
-            record_path = results[1] if record is not None else None
+            record_path = results[len(final) + 1] if record is not None else None
             changes = [replace(change, record_path=record_path) for change in changes]
             return Rebuilt(errors, changes, written=True, record_path=record_path)
 
         return self._retrying("the snapshot", attempt)
 
+    def _write_shards_in_steps(self, planned: _ViewWrite, extra: int) -> list[_ShardWrite]:
+        """Commit shard writes in multis of at most ``max_bytes`` until the rest fits in one
+        with the head (and ``extra`` bytes); return that rest."""
+        budget = self.max_bytes - len(planned.head) - extra - WRITE_MARGIN
+        pending = list(planned.shards)
+        while sum(len(write.data or b"") for write in pending) > budget:
+            step: list[_ShardWrite] = []
+            size = 0
+            while pending and size + len(pending[0].data or b"") <= budget:
+                size += len(pending[0].data or b"")
+                step.append(pending.pop(0))
+            if not step:  # one shard alone over the budget: _check_size refused it already
+                step.append(pending.pop(0))
+            tx = self.client.transaction()
+            for write in step:
+                self._add_shard_op(tx, write)
+            results = self.requests.result(tx.commit_async())
+            failed = [result for result in results if isinstance(result, Exception)]
+            if any(isinstance(result, NoAuthError) for result in failed):
+                raise PermissionDenied(
+                    "ZooKeeper refused the write (ACL): check the credentials in ZKFLAGS_URL"
+                )
+            if failed:
+                raise ForceRetryError()  # a shard moved: read everything again
+        return pending
+
     def ensure_layout(self) -> None:
-        """Create the root, ``flags/`` and ``changes/`` if they are missing (a first write,
+        """Create the root, ``flags/``, ``changes/`` and ``shards/`` if they are missing (a first write,
         or a root deleted since). One ``exists`` when they are there."""
-        if self.requests.result(self.client.exists_async(self.paths.changes)) is not None:
+        if self.requests.result(self.client.exists_async(self.paths.shards)) is not None:
             return
-        for directory in (self.paths.flags, self.paths.changes):
+        for directory in (self.paths.flags, self.paths.changes, self.paths.shards):
             path = ""
             for part in directory.strip("/").split("/"):
                 path += "/" + part
@@ -723,7 +819,7 @@ class FlagWriter:
         try:
             stored = self.reader.snapshot()
             if stored.version is not None:
-                return _View(dict(stored.flags), dict(stored.environments), stored.version)
+                return self._view_of(stored)
             version = None
         except CorruptSnapshot:
             log.error("Snapshot znode is corrupt; rebuilding it from the source znodes")
@@ -733,13 +829,86 @@ class FlagWriter:
         empty = not entries and not invalid and environments.version is None
         if empty and version is None and self.check_empty_tree is not None:
             self.check_empty_tree()
-        return _View(entries, environments.document, version, rebuilt=True)
+        return _View(_Entries(entries), environments.document, version, rebuilt=True)
+
+    @staticmethod
+    def _view_of(stored: StoredSnapshot) -> _View:
+        """The view to rewrite from a snapshot read whole (a format-1 one is written whole,
+        as a sharded view in a new epoch)."""
+        if stored.epoch is None:
+            return _View(_Entries(stored.flags), dict(stored.environments), stored.version)
+        return _View(
+            _Entries(stored.flags),
+            dict(stored.environments),
+            stored.version,
+            epoch=stored.epoch,
+            shards=stored.shards,
+            shard_versions=dict(stored.shard_versions),
+            shard_names=stored.shard_names,
+        )
+
+    def _plan(self, view: _View) -> _ViewWrite:
+        """The shards to write for ``view`` (those holding a name the attempt touched, or
+        all of them when the view is written whole) and its new head."""
+        count = view.shards
+        groups: dict[int, dict[str, Any]] = {}
+        if view.shard_versions is None:
+            for name, entry in view.flags.items():
+                groups.setdefault(shard_of(name, count), {})[name] = entry
+            existing = self.reader.shard_versions(list(range(count)))
+            touched = set(groups) | set(existing)
+            listed: dict[int, int] = {}
+            epoch = new_epoch()
+        else:
+            by_shard: dict[int, set[str]] = {}
+            for name in view.flags.touched:
+                by_shard.setdefault(shard_of(name, count), set()).add(name)
+            existing = dict(view.shard_versions)
+            unknown = [k for k in by_shard if k not in existing]
+            if unknown:  # shards the head does not list (left over, or none yet)
+                existing.update(self.reader.shard_versions(unknown))
+            for k, names in by_shard.items():
+                members = names | view.shard_names.get(k, frozenset())
+                groups[k] = {name: view.flags[name] for name in members if name in view.flags}
+            touched = set(by_shard)
+            listed = dict(view.shard_versions)
+            epoch = view.epoch or new_epoch()
+        writes = []
+        for k in sorted(touched):
+            entries = groups.get(k)
+            if entries:
+                data, inflated = encode_shard(k, entries)
+                writes.append(_ShardWrite(k, data, existing.get(k), inflated))
+                listed[k] = existing[k] + 1 if k in existing else 0
+            elif k in existing:
+                writes.append(_ShardWrite(k, None, existing[k]))
+                listed.pop(k, None)
+        head = encode_head(epoch, count, listed, view.environments, len(view.flags))
+        return _ViewWrite(writes, head)
+
+    def _add_shard_op(self, tx: Any, write: _ShardWrite) -> None:
+        path = self.paths.shard(write.index)
+        if write.data is None:
+            tx.delete(path, version=write.version)
+        elif write.version is None:
+            tx.create(path, write.data, acl=self.acl)
+        else:
+            tx.set_data(path, write.data, version=write.version)
+
+    def _add_view_ops(self, tx: Any, view: _View, planned: _ViewWrite) -> None:
+        """The shard writes, then the head: from the version read (create when none)."""
+        for write in planned.shards:
+            self._add_shard_op(tx, write)
+        if view.version is None:
+            tx.create(self.paths.snapshot, planned.head, acl=self.acl)
+        else:
+            tx.set_data(self.paths.snapshot, planned.head, version=view.version)
 
     def _check_size(
-        self, payload: bytes, node_data: bytes, what: str, extra: int = 0, inflated: int = 0
+        self, planned: _ViewWrite | None, node_data: bytes, what: str, extra: int = 0
     ) -> None:
-        """``inflated``: the size of the snapshot as JSON, which readers refuse over
-        ``max_snapshot_bytes``."""
+        """Refuse what one ZooKeeper write cannot carry, or what readers would refuse (a
+        shard larger than ``max_snapshot_bytes`` as JSON)."""
         # An oversize packet is not an error in ZooKeeper: the server drops the connection.
         label = what if " " in what else repr(what)  # a flag name, or "the rebuilt snapshot"
         if len(node_data) > self.max_bytes:
@@ -748,17 +917,30 @@ class FlagWriter:
                 f"{self.max_bytes}-byte limit of one ZooKeeper write; nothing was saved. "
                 "Keep large values elsewhere and put their address in the flag."
             )
-        if len(payload) + len(node_data) + extra > self.max_bytes:
+        if planned is None:
+            return
+        for write in planned.shards:
+            if write.inflated > self.max_snapshot_bytes:
+                raise FlagTooLarge(
+                    f"Saving {what} would make shard {write.index} of the snapshot "
+                    f"{write.inflated} bytes as JSON, over the {self.max_snapshot_bytes} bytes "
+                    "every process accepts (ZKFLAGS['MAX_SNAPSHOT_BYTES']); nothing was saved."
+                )
+            if len(write.data or b"") + len(planned.head) + extra > self.max_bytes:
+                raise FlagTooLarge(
+                    f"Saving {label} would make shard {write.index} of the snapshot "
+                    f"{len(write.data or b'')} bytes (compressed), over the {self.max_bytes}-byte "
+                    "limit of one ZooKeeper write; nothing was saved. Remove unused flags or "
+                    "long user lists (use groups)."
+                )
+        rebuilding = what == "the rebuilt snapshot"  # may be written in steps
+        if not rebuilding and planned.size + len(node_data) + extra > self.max_bytes:
             raise FlagTooLarge(
-                f"Saving {label} would make the snapshot {len(payload)} bytes (compressed), "
-                f"over the {self.max_bytes}-byte limit of one ZooKeeper write; nothing was "
-                "saved. Remove unused flags or long user lists (use groups)."
-            )
-        if inflated > self.max_snapshot_bytes:
-            raise FlagTooLarge(
-                f"Saving {what} would make the snapshot {inflated} bytes as JSON, over the "
-                f"{self.max_snapshot_bytes} bytes every process accepts "
-                "(ZKFLAGS['MAX_SNAPSHOT_BYTES']); nothing was saved."
+                f"Saving {label} would make one ZooKeeper write of "
+                f"{planned.size + len(node_data) + extra} bytes (the snapshot's shards: "
+                f"{planned.size}), over the {self.max_bytes}-byte limit; nothing was saved. "
+                "Save fewer flags at once, or run 'manage.py zkflags repair' first (a "
+                "snapshot written in the old single-znode format is converted whole)."
             )
 
     def _commit(
@@ -782,13 +964,10 @@ class FlagWriter:
         Raises ForceRetryError when something moved since the attempt read it, and
         resolves a commit cut off by a lost connection by reading back.
         """
-        payload, inflated = encode_snapshot(view.flags, view.environments)
+        planned = self._plan(view)
         extra = len(record or b"") + (total_node_bytes or len(node_data)) - len(node_data)
-        self._check_size(payload, node_data, what, extra=extra, inflated=inflated)
-        if view.version is None:
-            tx.create(self.paths.snapshot, payload, acl=self.acl)
-        else:
-            tx.set_data(self.paths.snapshot, payload, version=view.version)
+        self._check_size(planned, node_data, what, extra=extra)
+        self._add_view_ops(tx, view, planned)
         if record is not None:
             tx.create(f"{self.paths.changes}/c-", record, acl=self.acl, sequence=True)
         pending = tx.commit_async()
@@ -804,9 +983,13 @@ class FlagWriter:
             return None
         also_results = results[nodes : nodes + len(also)]
         del results[nodes : nodes + len(also)]
-        node_results, snapshot_result = results[:nodes], results[nodes]
+        shard_count = len(planned.shards)
+        node_results = results[:nodes]
+        shard_results = results[nodes : nodes + shard_count]
+        snapshot_result = results[nodes + shard_count]
+        record_at = nodes + shard_count + 1
         if not any(isinstance(result, Exception) for result in (*results, *also_results)):
-            return results[nodes + 1] if record is not None else None  # type: ignore[no-any-return]
+            return results[record_at] if record is not None else None  # type: ignore[no-any-return]
         for op, result in zip(also, also_results, strict=True):
             if isinstance(result, (BadVersionError, NoNodeError, NodeExistsError)):
                 if not any(
@@ -814,7 +997,7 @@ class FlagWriter:
                     for r in node_results
                 ):
                     raise AlsoOpFailed(op.path, result)
-        if record is not None and isinstance(results[nodes + 1], NoNodeError):
+        if record is not None and isinstance(results[record_at], NoNodeError):
             raise ForceRetryError()  # changes/ vanished (a root deleted meanwhile)
         if any(isinstance(result, NoAuthError) for result in results):
             raise PermissionDenied(
@@ -826,12 +1009,17 @@ class FlagWriter:
         ):
             # A changed znode moved: the next attempt re-reads it and reports the conflict.
             raise ForceRetryError()
-        if isinstance(
-            snapshot_result,
-            (BadVersionError, NodeExistsError, RolledBackError, RuntimeInconsistency),
-        ):
+        moved = (
+            BadVersionError,
+            NodeExistsError,
+            NoNodeError,
+            RolledBackError,
+            RuntimeInconsistency,
+        )
+        if all(isinstance(result, moved) for result in (*shard_results, snapshot_result)):
             raise ForceRetryError()  # only the snapshot moved: go again from fresh reads
-        raise FlagWriteError(f"ZooKeeper refused the write: {snapshot_result!r}")
+        refused = next(r for r in (*shard_results, snapshot_result) if not isinstance(r, moved))
+        raise FlagWriteError(f"ZooKeeper refused the write: {refused!r}")
 
     def _resolve_unknown_outcome(
         self, what: str, read_back: Callable[[], bool], exc: BaseException

@@ -27,7 +27,8 @@ from django_zkflags.client import Paths, Requests, acl_for
 from django_zkflags.conf import ZooKeeperURL, parse_url
 from django_zkflags.reader import TreeReader
 from django_zkflags.rules import FlagRule
-from django_zkflags.snapshot import EMPTY, Snapshot, decode_payload
+from django_zkflags.reader import read_view
+from django_zkflags.snapshot import EMPTY, Snapshot
 from django_zkflags.writer import FlagWriter, WriteResult
 from tests.support.tcpproxy import TcpProxy
 from tests.support.zookeeper import (
@@ -340,7 +341,7 @@ class ProxiedSite:
         seen = threading.Event()
 
         def on_data(data: bytes | None, stat: Any) -> None:
-            entry = decode_payload(data)["flags"].get(name)
+            entry = read_view(self.direct, self.root)["flags"].get(name)
             if entry is not None and entry.get("version") == version:
                 seen.set()
 

@@ -15,7 +15,7 @@ from .. import conf, runtime
 from ..cache import store
 from ..client import Requests
 from ..rules import FlagRule, InvalidFlag, validate_environments_document
-from ..snapshot import CorruptSnapshot, decode_payload
+from ..snapshot import CorruptSnapshot, decode_file_payload
 
 #: The default of ``ZKFLAGS["ADMIN_WRITE_TIMEOUT"]``.
 ADMIN_WRITE_TIMEOUT = 3.0
@@ -77,6 +77,6 @@ def _environments_on_disk() -> dict[str, Any] | None:
     if found is None:
         return None
     try:
-        return decode_payload(found[0], limit)["environments"]  # type: ignore[no-any-return]
+        return decode_file_payload(found[0], limit)["environments"]  # type: ignore[no-any-return]
     except CorruptSnapshot:
         return None

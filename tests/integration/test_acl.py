@@ -22,7 +22,8 @@ from django_zkflags.conf import parse_url
 from django_zkflags.exceptions import PermissionDenied
 from django_zkflags.reader import TreeReader
 from django_zkflags.rules import FlagRule
-from django_zkflags.snapshot import EMPTY, decode_payload, encode_entries
+from django_zkflags.reader import read_view
+from django_zkflags.snapshot import EMPTY, SHARDS, encode_entries, shard_of
 from django_zkflags.writer import FlagWriter
 
 from ..conftest import served_version, wait_until
@@ -99,6 +100,8 @@ def test_every_znode_the_app_creates_carries_the_acl(site, clients):
         f"{site.root}/flags/alpha",
         f"{site.root}/flags/beta",
         f"{site.root}/snapshot",
+        f"{site.root}/shards",
+        *(f"{site.root}/shards/{shard_of(name, SHARDS)}" for name in ("alpha", "beta")),
     ]
     for path in paths:
         acls, _stat = clients["owner"].get_acls(path)
@@ -134,6 +137,8 @@ def test_other_identities_read_but_cannot_write(site, clients):
             client.set(flag, b'{"name":"alpha","everyone":false}')
         with pytest.raises(NoAuthError):
             client.set(snapshot, forged)
+        with pytest.raises(NoAuthError):  # nor the shard the flag is in
+            client.set(f"{site.root}/shards/{shard_of('alpha', SHARDS)}", forged)
         with pytest.raises(NoAuthError):
             client.delete(flag)
         with pytest.raises(NoAuthError):
@@ -145,7 +150,7 @@ def test_other_identities_read_but_cannot_write(site, clients):
     # nothing changed in ZooKeeper, nor in this process
     assert clients["owner"].get(flag)[1].version == version == 0
     assert clients["owner"].get(snapshot)[0] == owner_snapshot[0]
-    assert decode_payload(owner_snapshot[0])["flags"]["alpha"]["everyone"] is True
+    assert read_view(clients["owner"], site.root)["flags"]["alpha"]["everyone"] is True
     assert flag_is_active_for_user(None, "alpha") is True
     # and the app itself keeps writing
     assert _write("alpha", everyone=False) == 1

@@ -33,7 +33,15 @@ from django_zkflags import runtime
 from django_zkflags.cache import store
 from django_zkflags.exceptions import FlagTooLarge
 from django_zkflags.rules import FlagRule, InvalidFlag
-from django_zkflags.snapshot import MAGIC, Snapshot, encode_document, encode_entries
+from django_zkflags.reader import read_view
+from django_zkflags.snapshot import (
+    MAGIC,
+    SHARDS,
+    Snapshot,
+    encode_document,
+    encode_entries,
+    shard_of,
+)
 
 from ..conftest import wait_until
 
@@ -57,9 +65,9 @@ def _publications() -> Iterator[list[int]]:
     published: list[int] = []
     publish = store.publish
 
-    def recording(snapshot: Snapshot) -> None:
+    def recording(snapshot: Snapshot, changed: frozenset[str] | None = None) -> None:
         published.append(snapshot.zxid)
-        publish(snapshot)
+        publish(snapshot, changed)
 
     store.publish = recording  # type: ignore[method-assign]
     try:
@@ -503,16 +511,38 @@ def test_two_thousand_flag_znodes(zkflags, direct):
     )
 
 
+def _big_documents(names: list[str]) -> Iterator[tuple[str, bytes]]:
+    """Flag documents just under one write each, about 370 KB each once compressed."""
+    rng = random.Random(4)
+    for name in names:
+        users = [rng.randrange(10**8, 10**9) for _ in range(80_000)]
+        data = encode_document({"name": name, "everyone": None, "users": users})
+        assert len(data) < 1_000_000
+        yield name, data
+
+
+def _names_in(shard: int | None, count: int) -> list[str]:
+    """``count`` flag names in one shard (``shard``), or each in a shard of its own."""
+    names: list[str] = []
+    taken: set[int] = set()
+    for i in range(100_000):
+        name = f"big{i}"
+        k = shard_of(name, SHARDS)
+        if (shard is None and k not in taken) or k == shard:
+            names.append(name)
+            taken.add(k)
+        if len(names) == count:
+            return names
+    raise AssertionError("not enough names")
+
+
 def test_rebuilding_an_oversized_snapshot_is_refused_in_the_client(zkflags, direct):
-    """Flag znodes written by hand can add up to more than one write can carry: `repair`
+    """Flag znodes written by hand can add up to more than one shard can carry: `repair`
     must refuse that cleanly, not send it (ZooKeeper would drop the connection)."""
     zkflags.write("small", everyone=True)
-    rng = random.Random(4)
-    for i in range(4):  # each znode under the limit, together far over it once compressed
-        users = [rng.randrange(10**8, 10**9) for _ in range(80_000)]
-        data = encode_document({"name": f"big{i}", "everyone": None, "users": users})
-        assert len(data) < 1_000_000
-        direct.create(f"{zkflags.root}/flags/big{i}", data)
+    same_shard = _names_in(shard_of("big0", SHARDS), 4)
+    for name, data in _big_documents(same_shard):  # together far over one write
+        direct.create(f"{zkflags.root}/flags/{name}", data)
     client = runtime.get_runtime().client
     states = _states(client)
     before = direct.exists(f"{zkflags.root}/snapshot")
@@ -524,4 +554,23 @@ def test_rebuilding_an_oversized_snapshot_is_refused_in_the_client(zkflags, dire
     zkflags.write("small", note="sentinel")
     assert states == [] and client.connected
     assert store.base.flags["small"].everyone is True
+    _alive()
+
+
+def test_a_view_larger_than_one_write_is_rebuilt_in_steps(zkflags, direct):
+    """Four flags of about 370 KB each (compressed), in four shards: more than one
+    ``multi()`` can carry, so `repair` writes the shards in steps and the head last; every
+    process then serves all of them, and later writes go on as usual."""
+    zkflags.write("small", everyone=True)
+    names = _names_in(None, 4)
+    for name, data in _big_documents(names):
+        direct.create(f"{zkflags.root}/flags/{name}", data)
+    before = direct.exists(f"{zkflags.root}/snapshot")
+    assert zkflags.writer.rebuild_snapshot() == {}
+    assert direct.exists(f"{zkflags.root}/snapshot").mzxid > before.mzxid
+    assert sorted(read_view(direct, zkflags.root)["flags"]) == sorted([*names, "small"])
+    wait_until(lambda: all(name in store.base.flags for name in names), what="the big flags")
+    assert len(store.base.flags[names[0]].users) > 79_000  # random ids, a few the same
+    zkflags.wait_version("small", zkflags.write("small", everyone=False))  # one shard: fits
+    assert store.base.flags["small"].everyone is False
     _alive()

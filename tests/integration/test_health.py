@@ -86,11 +86,11 @@ def test_an_empty_tree_is_a_snapshot_too(zkflags, client):
 
 
 def test_invalid_flags_are_named(zkflags, direct, client):
-    from django_zkflags.snapshot import decode_payload, encode_entries
+    from django_zkflags.reader import read_view
+    from django_zkflags.snapshot import encode_entries
 
     zkflags.write("good", everyone=True)
-    data, _ = direct.get(f"{zkflags.root}/snapshot")
-    entries = decode_payload(data)["flags"]
+    entries = read_view(direct, zkflags.root)["flags"]  # written back by hand, as format 1
     entries["broken"] = {"name": "broken", "percent": 500, "version": 0}
     direct.set(f"{zkflags.root}/snapshot", encode_entries(entries))
     wait_until(lambda: runtime.status()["invalid_flags"], what="the invalid flag")

@@ -26,7 +26,8 @@ from django_zkflags.exceptions import FlagTooLarge, InvalidFlag
 from django_zkflags.models import Flag
 from django_zkflags.rules import FlagRule
 from django_zkflags.signals import flag_changed
-from django_zkflags.snapshot import decode_payload
+from django_zkflags.reader import read_view
+from django_zkflags.snapshot import decode_file_payload
 from django_zkflags.writer import FlagWriter
 from tests.support.operator import zkcli
 
@@ -111,7 +112,7 @@ def test_a_deleted_snapshot_is_not_no_flags(zkflags, zk_server, with_disk_copy):
     services.save_flag(FlagRule("kept-on", everyone=True), expected_version=None, source="test")
     services.save_flag(FlagRule("kept-pct", percent=10.0), expected_version=None, source="test")
     zkflags.wait_version("kept-pct", 0)
-    wait_until(lambda: with_disk_copy.exists() and b"kept-pct" in _inflate(with_disk_copy))
+    wait_until(lambda: with_disk_copy.exists() and "kept-pct" in _on_disk(with_disk_copy))
     disk_before = with_disk_copy.read_bytes()
 
     zkcli(zk_server.hosts, "delete", f"{zkflags.root}/snapshot")
@@ -126,7 +127,7 @@ def test_a_deleted_snapshot_is_not_no_flags(zkflags, zk_server, with_disk_copy):
     # The next write rebuilds the snapshot from the flag znodes: nothing is lost.
     services.save_flag(FlagRule("written-next", staff=True), expected_version=None, source="test")
     zkflags.wait_version("written-next", 0)
-    payload = decode_payload(zkflags.runtime.client.get(f"{zkflags.root}/snapshot")[0])
+    payload = read_view(zkflags.runtime.client, zkflags.root)
     assert sorted(payload["flags"]) == ["kept-on", "kept-pct", "written-next"]
     assert payload["environments"]["parents"] == {"production": None}
     assert served("kept-on")["everyone"] is True
@@ -134,11 +135,9 @@ def test_a_deleted_snapshot_is_not_no_flags(zkflags, zk_server, with_disk_copy):
     print(f"\n[snapshot deleted] noticed {noticed:.2f} s after zkCli.sh returned; 2 flags kept")
 
 
-def _inflate(path: Path) -> bytes:
-    import zlib
-
-    data = path.read_bytes().partition(b"\n")[2]
-    return zlib.decompress(data[4:])
+def _on_disk(path: Path) -> dict[str, Any]:
+    """The flags of a disk copy."""
+    return decode_file_payload(path.read_bytes().partition(b"\n")[2])["flags"]
 
 
 # -- 4: ZooKeeper lost its data (deleteall of the root) ----------------------------------

@@ -21,7 +21,8 @@ from django_zkflags.cache import store
 from django_zkflags.exceptions import FlagConflict
 from django_zkflags.models import Flag, FlagChange
 from django_zkflags.services import acting_as
-from django_zkflags.snapshot import decode_payload, encode_document
+from django_zkflags.reader import read_view
+from django_zkflags.snapshot import encode_document
 
 from ..conftest import audit, row_state, wait_until, zkflags_command
 from ..conftest import flag_doc as doc_of
@@ -255,8 +256,7 @@ def write_znode_by_hand(zkflags: Any, name: str, doc: dict[str, Any]) -> int:
 
 
 def snapshot_entries(zkflags: Any) -> dict[str, Any]:
-    data, _stat = zkflags.runtime.client.get(f"{zkflags.root}/snapshot")
-    return decode_payload(data)["flags"]
+    return read_view(zkflags.runtime.client, zkflags.root)["flags"]
 
 
 def test_check_and_repair_fix_a_znode_written_by_hand(zkflags, people):

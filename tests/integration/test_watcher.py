@@ -22,7 +22,7 @@ from django_zkflags.cache import store
 from django_zkflags.diskcopy import HEADER
 from django_zkflags.runtime import FlagRuntime
 from django_zkflags.signals import flag_changed
-from django_zkflags.snapshot import EMPTY, decode_payload, encode_entries
+from django_zkflags.snapshot import EMPTY, decode_file_payload, encode_entries
 from django_zkflags.watcher import NodeWatch
 
 from ..conftest import BOUND, wait_until
@@ -215,7 +215,7 @@ def test_snapshot_file_is_written_atomically_and_served_by_a_fresh_runtime(
             try:
                 assert header.startswith(HEADER), header[:40]
                 int(header[len(HEADER) :])
-                decode_payload(data)["flags"]
+                decode_file_payload(data)["flags"]
             except Exception as exc:  # a torn or partial file
                 problems.append(f"{type(exc).__name__}: {exc}")
 
@@ -252,4 +252,4 @@ def file_entries(path: Path) -> dict[str, Any]:
     """The flag entries of a snapshot file."""
     header, _, data = path.read_bytes().partition(b"\n")
     assert header.startswith(HEADER)
-    return decode_payload(data)["flags"]
+    return decode_file_payload(data)["flags"]

@@ -36,7 +36,8 @@ from django_zkflags.conf import parse_url
 from django_zkflags.exceptions import FlagConflict, FlagWriteError, ZooKeeperUnavailable
 from django_zkflags.rules import FlagRule
 from django_zkflags.signals import flag_changed
-from django_zkflags.snapshot import EMPTY, decode_payload
+from django_zkflags.reader import read_view
+from django_zkflags.snapshot import EMPTY
 from django_zkflags.writer import FlagWriter
 from tests.support.children import Child, Children, is_value
 from tests.support.zookeeper import DEFAULT_JVM_FLAGS, ZooKeeperEnsemble, ZooKeeperError
@@ -311,7 +312,7 @@ class Site:
         assert json.loads(data)["note"] == f"write {last.seq}"
         assert stat.version == last.version
         self.checker.sync(f"{self.root}/snapshot")
-        entry = decode_payload(self.checker.get(f"{self.root}/snapshot")[0])["flags"][FLAG]
+        entry = read_view(self.checker, self.root)["flags"][FLAG]
         assert entry["note"] == f"write {last.seq}" and entry["version"] == last.version
         readers.finish()
         assert readers.errors == [], readers.errors

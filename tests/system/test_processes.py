@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from django_zkflags.diskcopy import HEADER as FILE_HEADER
-from django_zkflags.snapshot import decode_payload
+from django_zkflags.snapshot import decode_file_payload
 from tests.support.children import Child, Children, is_value
 from tests.support.zookeeper import ZooKeeperServer
 
@@ -70,7 +70,7 @@ def read_snapshot_file(path: Path) -> dict[str, Any] | None:
         return None
     header, _, data = raw.partition(b"\n")
     assert header.startswith(FILE_HEADER), raw[:80]
-    return decode_payload(data)["flags"]
+    return decode_file_payload(data)["flags"]
 
 
 @pytest.mark.django_db

@@ -9,7 +9,7 @@ from django_zkflags import conf
 from django_zkflags.client import make_client
 from django_zkflags.exceptions import ZooKeeperUnavailable
 from django_zkflags.rules import FlagRule
-from django_zkflags.snapshot import decode_payload
+from django_zkflags.reader import read_view
 
 from ..conftest import wait_until, writer_for
 
@@ -44,7 +44,7 @@ def test_write_not_sent_while_disconnected_is_never_applied_later(
         data, stat = direct.get(f"{url.root}/flags/q")
         assert stat.version == 0
         assert b'"everyone":false' in data
-        snapshot = decode_payload(direct.get(f"{url.root}/snapshot")[0])
+        snapshot = read_view(direct, url.root)
         assert snapshot["flags"]["q"]["everyone"] is False
     finally:
         client.stop()
