@@ -25,9 +25,8 @@ from django_zkflags import runtime
 from django_zkflags.cache import store
 from django_zkflags.client import Paths, Requests, acl_for
 from django_zkflags.conf import ZooKeeperURL, parse_url
-from django_zkflags.reader import TreeReader
+from django_zkflags.reader import TreeReader, read_view
 from django_zkflags.rules import FlagRule
-from django_zkflags.reader import read_view
 from django_zkflags.snapshot import EMPTY, Snapshot
 from django_zkflags.writer import FlagWriter, WriteResult
 from tests.support.tcpproxy import TcpProxy

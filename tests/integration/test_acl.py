@@ -20,9 +20,8 @@ from django_zkflags.cache import store
 from django_zkflags.client import Paths, Requests, acl_for, make_client
 from django_zkflags.conf import parse_url
 from django_zkflags.exceptions import PermissionDenied
-from django_zkflags.reader import TreeReader
+from django_zkflags.reader import TreeReader, read_view
 from django_zkflags.rules import FlagRule
-from django_zkflags.reader import read_view
 from django_zkflags.snapshot import EMPTY, SHARDS, encode_entries, shard_of
 from django_zkflags.writer import FlagWriter
 

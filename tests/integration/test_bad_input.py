@@ -32,8 +32,8 @@ from kazoo.client import KazooClient, KazooState
 from django_zkflags import runtime
 from django_zkflags.cache import store
 from django_zkflags.exceptions import FlagTooLarge
-from django_zkflags.rules import FlagRule, InvalidFlag
 from django_zkflags.reader import read_view
+from django_zkflags.rules import FlagRule, InvalidFlag
 from django_zkflags.snapshot import (
     MAGIC,
     SHARDS,

@@ -24,9 +24,9 @@ from django_zkflags.cache import store
 from django_zkflags.client import Paths, Requests
 from django_zkflags.exceptions import FlagTooLarge, InvalidFlag
 from django_zkflags.models import Flag
+from django_zkflags.reader import read_view
 from django_zkflags.rules import FlagRule
 from django_zkflags.signals import flag_changed
-from django_zkflags.reader import read_view
 from django_zkflags.snapshot import decode_file_payload
 from django_zkflags.writer import FlagWriter
 from tests.support.operator import zkcli

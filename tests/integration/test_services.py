@@ -20,8 +20,8 @@ from django.core.management import CommandError, call_command
 from django_zkflags.cache import store
 from django_zkflags.exceptions import FlagConflict
 from django_zkflags.models import Flag, FlagChange
-from django_zkflags.services import acting_as
 from django_zkflags.reader import read_view
+from django_zkflags.services import acting_as
 from django_zkflags.snapshot import encode_document
 
 from ..conftest import audit, row_state, wait_until, zkflags_command

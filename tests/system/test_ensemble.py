@@ -34,9 +34,9 @@ from django_zkflags.cache import store
 from django_zkflags.client import Paths, Requests, acl_for
 from django_zkflags.conf import parse_url
 from django_zkflags.exceptions import FlagConflict, FlagWriteError, ZooKeeperUnavailable
+from django_zkflags.reader import read_view
 from django_zkflags.rules import FlagRule
 from django_zkflags.signals import flag_changed
-from django_zkflags.reader import read_view
 from django_zkflags.snapshot import EMPTY
 from django_zkflags.writer import FlagWriter
 from tests.support.children import Child, Children, is_value

@@ -8,8 +8,8 @@ import pytest
 from django_zkflags import conf
 from django_zkflags.client import make_client
 from django_zkflags.exceptions import ZooKeeperUnavailable
-from django_zkflags.rules import FlagRule
 from django_zkflags.reader import read_view
+from django_zkflags.rules import FlagRule
 
 from ..conftest import wait_until, writer_for
 
