@@ -222,9 +222,10 @@ def changes_table(changes: dict[str, Any], add: Callable[[str], None]) -> None:
         [
             "Requests served by a process (Django handler + FlagMiddleware, a fixed rate) while",
             "another process writes a burst of changes; ms from when each request was due",
+            "(CPU wait: how long the requests' thread waited for a CPU, the machine's doing)",
         ],
         "      flags  changes  rate/s  burst     quiet p50  quiet p99  burst p50  burst p99"
-        "  burst max  >10 ms  apply max",
+        "  burst max  >10 ms  apply max  CPU wait",
         changes.get("burst") or {},
     ):
         q, d = e["quiet"]["latency"], e["during"]["latency"]
@@ -233,7 +234,7 @@ def changes_table(changes: dict[str, Any], add: Callable[[str], None]) -> None:
             f"  {int(size):>9,}  {e['changes']:>7}  {e['rate']:>6}  {e['burst_seconds']:>5.2f} s"
             f"  {fmt_ms2(q['p50']):>9}  {fmt_ms2(q['p99']):>9}  {fmt_ms2(d['p50']):>9}"
             f"  {fmt_ms2(d['p99']):>9}  {fmt_ms2(d['max']):>9}  {d['over_10ms']:>6}"
-            f"  {fmt_ms2(apply.get('max_ms')):>9}"
+            f"  {fmt_ms2(apply.get('max_ms')):>9}  {fmt_ms(e['during'].get('runqueue_wait_ms')):>8}"
         )
 
 

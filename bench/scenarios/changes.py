@@ -34,6 +34,17 @@ from ..harness import (
 
 #: How long the benchmark waits for a child to report one change.
 SEEN_TIMEOUT = 60.0
+#: What a child's ``load`` report gives, kept in results.json.
+LOAD_FIELDS = (
+    "seconds",
+    "requests",
+    "latency",
+    "service",
+    "process_cpu_seconds",
+    "thread_cpu_seconds",
+    "runqueue_wait_ms",
+    "gc",
+)
 
 
 def run(bench: Bench) -> None:
@@ -179,8 +190,8 @@ def burst(bench: Bench, tree: Tree, kid: Child, rng: random.Random) -> dict[str,
         "flags": tree.size,
         "changes": len(names),
         "rate": plan.burst_rate,
-        "quiet": {k: quiet[k] for k in ("seconds", "requests", "latency", "service")},
-        "during": {k: during[k] for k in ("seconds", "requests", "latency", "service")},
+        "quiet": {k: quiet.get(k) for k in LOAD_FIELDS},
+        "during": {k: during.get(k) for k in LOAD_FIELDS},
         "burst_seconds": window["written"] - window["start"],
         "last_change_visible_ms": (window["seen"] - window["written"]) * 1000,
         "write": latency_summary(write_ms),

@@ -41,7 +41,11 @@ Events (``"event"`` is the first key):
 ``load-started``, ``load``
     the start and the end of a ``load`` (below): ``mode``, ``rate``, ``seconds``,
     ``requests``, ``latency`` (ms from when each was due: p50, p90, p99, p999, max, over
-    10 ms, ``max_at`` its ``t_mono``) and ``service`` (ms from when each started).
+    10 ms, ``max_at`` its ``t_mono``), ``service`` (ms from when each started),
+    ``process_cpu_seconds``, ``thread_cpu_seconds`` (the load's thread),
+    ``runqueue_wait_ms`` (how long the load's thread waited for a CPU while runnable: the
+    machine's doing, not the process's) and ``gc`` (the collections meanwhile: how many,
+    total and longest pause in ms).
 ``exit``
     just before exiting: ``reason`` ("eof", "sigterm", "orphaned"), and with ``--fork``
     in the parent, ``child_exit`` (the child's exit status).
@@ -124,6 +128,16 @@ def latency(values_ms: list[float]) -> dict[str, Any]:
     }
 
 
+def runqueue_wait_ms() -> float | None:
+    """How long this thread has waited for a CPU while runnable (Linux schedstat), ms:
+    time the machine, not this process, kept it from running."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat", "rb") as fh:
+            return int(fh.read().split()[1]) / 1e6
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class Load:
     """``load``: requests (or checks) offered at a fixed rate in a thread of their own."""
 
@@ -132,6 +146,7 @@ class Load:
             raise ValueError(f"load: bad arguments {seconds} {rate} {mode}")
         self.flag, self.seconds, self.rate, self.mode = flag, seconds, rate, mode
         self.stop = threading.Event()
+        self.reported = threading.Event()
         self.thread = threading.Thread(target=self.run, name="load", daemon=True)
 
     def target(self) -> Any:
@@ -184,7 +199,18 @@ class Load:
         due_ms: list[float] = []
         service_ms: list[float] = []
         worst = (0.0, 0.0)
+        pauses: list[float] = []  # the gc's collections meanwhile (any thread's), ms
+        began: list[float] = []
+
+        def on_gc(phase: str, info: dict[str, Any]) -> None:
+            if phase == "start":
+                began.append(time.perf_counter())
+            elif began:
+                pauses.append((time.perf_counter() - began.pop()) * 1000)
+
+        gc.callbacks.append(on_gc)
         reporter.emit("load-started", mode=self.mode, rate=self.rate)
+        cpu0, thread0, wait0 = time.process_time(), time.thread_time(), runqueue_wait_ms()
         started = time.perf_counter()
         due, end = started, started + self.seconds
         while not self.stop.is_set():
@@ -203,6 +229,10 @@ class Load:
                 worst = (late, time.monotonic())
             due += interval  # a fixed schedule: what falls behind queues up, as in a server
         elapsed = time.perf_counter() - started
+        cpu, thread = time.process_time() - cpu0, time.thread_time() - thread0
+        wait = runqueue_wait_ms()
+        gc.callbacks.remove(on_gc)
+        self.reported.set()
         reporter.emit(
             "load",
             mode=self.mode,
@@ -211,6 +241,16 @@ class Load:
             requests=len(due_ms),
             latency={**latency(due_ms), "max_at": worst[1]},
             service=latency(service_ms),
+            # Where else the time went: the process's CPU (every thread), this thread's,
+            # and the gc's pauses.
+            process_cpu_seconds=cpu,
+            thread_cpu_seconds=thread,
+            runqueue_wait_ms=None if wait is None or wait0 is None else wait - wait0,
+            gc={
+                "collections": len(pauses),
+                "total_ms": sum(pauses),
+                "max_ms": max(pauses, default=0),
+            },
         )
 
 
@@ -311,9 +351,12 @@ class Reporter:
             self.emit("error", message=f"unknown command {command!r}")
 
     def start_load(self, words: list[str]) -> None:
-        if self.load is not None and self.load.thread.is_alive():
-            self.emit("error", message="load: one is running")
-            return
+        if self.load is not None:
+            if self.load.reported.is_set():  # its report is out: it is ending
+                self.load.thread.join()
+            elif self.load.thread.is_alive():
+                self.emit("error", message="load: one is running")
+                return
         try:
             seconds = float(words[0])
             rate = float(words[1]) if len(words) > 1 else 1000.0
