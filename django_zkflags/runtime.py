@@ -87,6 +87,7 @@ class FlagRuntime:
         # The shards of a sharded view applied (docs/design.md), and what changes cost.
         self.view = AppliedView()
         self.applied_changes = 0
+        self.shards_read = 0  # shard znodes read since start (a change reads what it moved)
         self.apply_ms: deque[float] = deque(maxlen=APPLY_TIMINGS_KEPT)
         self.read_ms: deque[float] = deque(maxlen=APPLY_TIMINGS_KEPT)
         self._started = False
@@ -327,6 +328,7 @@ class FlagRuntime:
                     if k not in fetched or fetched[k][1] != head.versions[k]
                 ]
                 fetched.update(self._get_shards(wanted, timeout))
+                self.shards_read += len(wanted)
                 newest = max((mzxid for _, _, mzxid in fetched.values()), default=0)
                 if newest <= stat.mzxid:
                     break
@@ -452,6 +454,7 @@ class FlagRuntime:
                 "recent_ms": [round(ms, 3) for ms in self.apply_ms],
                 "recent_read_ms": [round(ms, 3) for ms in self.read_ms],
                 "shards": len(self.view.versions),
+                "shards_read": self.shards_read,
             },
             "history_resets": self.history_reset.resets,
             "snapshot_file": self.snapshot_file.path if self.snapshot_file else None,
