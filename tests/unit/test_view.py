@@ -199,3 +199,31 @@ def test_a_corrupt_shard_keeps_what_it_held():
     assert new["a"] is flags["a"] and changed == frozenset()
     assert f"(shard {k})" in errors
     assert view.needed(head, ()) == []  # not read again until the head moves it
+
+
+def test_the_dict_of_the_change_before_last_is_reused_once_nobody_holds_it():
+    tree, view = Tree(), AppliedView()
+    tree.put(*(entry(f"f{i}") for i in range(50)))
+    current, _e, _c = apply(view, tree, {})
+    published = []
+    for i in range(6):
+        tree.put(entry(f"f{i}", version=i + 1, everyone=True))
+        current, _e, _c = apply(view, tree, current)
+        published.append(id(current))
+    # Two dicts take turns: each change writes into the one published two changes ago.
+    assert view.reused >= 4 and len(set(published)) == 2
+    assert [current[f"f{i}"].everyone for i in range(6)] == [True] * 6
+
+
+def test_a_dict_still_held_is_never_mutated():
+    tree, view = Tree(), AppliedView()
+    tree.put(*(entry(f"f{i}") for i in range(50)))
+    first, _e, _c = apply(view, tree, {})
+    tree.put(entry("f1", version=1, everyone=True))
+    second, _e, _c = apply(view, tree, first)
+    held = dict(first)  # what a request that started on ``first`` sees
+    tree.put(entry("f2", version=1, everyone=True))
+    third, _e, _c = apply(view, tree, second)  # ``first`` is still referenced here
+    assert third is not first and first == held
+    assert view.copied >= 1
+    assert third["f1"].everyone is True and third["f2"].everyone is True
