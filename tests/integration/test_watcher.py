@@ -23,7 +23,7 @@ from django_zkflags.diskcopy import HEADER
 from django_zkflags.runtime import FlagRuntime
 from django_zkflags.signals import flag_changed
 from django_zkflags.snapshot import EMPTY, decode_file_payload, encode_entries
-from django_zkflags.watcher import NodeWatch
+from django_zkflags.watcher import NodeWatch, ReadAgain
 
 from ..conftest import BOUND, wait_until
 
@@ -62,6 +62,33 @@ def test_nodewatch_follows_a_node_through_delete_create_and_a_failing_callback(
     finally:
         watch.stop()
     assert not watch.alive
+
+
+def test_nodewatch_reads_again_when_the_callback_asks_though_nothing_moved(
+    zk_server, kazoo_clients, direct
+):
+    """``ReadAgain`` (the shards of a head could not be read): the same data comes back
+    after a back-off, not at the next change, which may never come."""
+    path = f"/nw-{uuid.uuid4().hex[:12]}"
+    direct.create(path, b"head")
+    calls: list[bytes | None] = []
+
+    def on_data(data: bytes | None, stat: Any) -> None:
+        calls.append(data)
+        if len(calls) < 3:
+            raise ReadAgain("the shards could not be read")
+
+    client = kazoo_clients(zk_server.hosts)
+    watch = NodeWatch(client, path, on_data)
+    try:
+        watch.start()
+        wait_until(lambda: len(calls) >= 3, BOUND)
+        assert calls[:3] == [b"head"] * 3
+        assert watch.alive and watch.last_error is None
+        direct.set(path, b"next")  # and the watch is still armed
+        wait_until(lambda: calls[-1] == b"next", BOUND)
+    finally:
+        watch.stop()
 
 
 def test_nodewatch_burst_ends_on_the_last_value(zk_server, kazoo_clients, direct):
