@@ -37,7 +37,7 @@ from .client import (
     gevent_patched,
     make_client,
 )
-from .diskcopy import SnapshotFile
+from .diskcopy import BackgroundSaver, SnapshotFile
 from .fleet import FleetMember, FleetReport, identity, read_fleet
 from .history_reset import HistoryReset
 from .kazoo_compat import abandon_in_forked_child, forget_exit_hook
@@ -76,6 +76,7 @@ class FlagRuntime:
         path = conf.snapshot_file_path(self.url)
         own_directory = conf.get("SNAPSHOT_FILE") == "default"
         self.snapshot_file = SnapshotFile(path, own_directory) if path else None
+        self.saver = BackgroundSaver(self.snapshot_file) if self.snapshot_file else None
         self.watch: NodeWatch | None = None
         self.fleet: FleetMember | None = None
         self.history_reset = HistoryReset(self.client, float(conf.get("RESET_HISTORY_AFTER")))
@@ -139,6 +140,8 @@ class FlagRuntime:
             self.watch.stop(timeout=min(timeout, 0.5))
         if self.fleet is not None:
             self.fleet.stop(timeout=min(timeout, 0.5))  # closing the session drops its node
+        if self.saver is not None:
+            self.saver.flush(timeout=min(timeout, 0.5))  # the last snapshot applied
         self.history_reset.stop()
 
         def _stop() -> None:
@@ -159,6 +162,7 @@ class FlagRuntime:
         """Forget this runtime in a forked child without touching the parent's session."""
         abandon_in_forked_child(self.client)
         self.watch = None
+        self.saver = None  # its thread stayed in the parent
         if self.fleet is not None:
             self.fleet.abandon()  # the parent's node stays the parent's
             self.fleet = None
@@ -298,14 +302,15 @@ class FlagRuntime:
         self.loaded.set()
         if self.fleet is not None:
             self.fleet.applied(**self._fleet_fields(snapshot))
-        if self.snapshot_file is not None and changed != frozenset():
+        if self.saver is not None and changed != frozenset():
             if isinstance(view, Head):
-                assert data is not None
-                saved = encode_view_file(data, self.view.raw)
+                head_data, shards = data, dict(self.view.raw)  # as of now: the view moves on
+                assert head_data is not None
+                self.saver.submit(lambda: encode_view_file(head_data, shards), snapshot.zxid)
             else:
                 # No snapshot node yet is "no flags": keep it in a form load_file() accepts.
                 saved = data if data is not None else _EMPTY_PAYLOAD
-            self.snapshot_file.save(saved, snapshot.zxid)
+                self.saver.submit(lambda: saved, snapshot.zxid)
 
     def _read_shards(
         self, head: Head, data: bytes, stat: ZnodeStat
