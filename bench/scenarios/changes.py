@@ -105,8 +105,12 @@ def since(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[s
     apply_ms = after["recent_ms"][len(after["recent_ms"]) - kept :]
     read = after.get("recent_read_ms") or []
     read_ms = read[len(read) - kept :] if kept else []
+    shards_read = int(after.get("shards_read", 0)) - int(before.get("shards_read", 0))
     return {
         "applied": count,
+        # Shard znodes read per change applied: 1 for a one-flag change, whatever the size.
+        "shards_read_per_change": round(shards_read / count, 2) if count else None,
+        "dicts_copied": int(after.get("dicts_copied", 0)) - int(before.get("dicts_copied", 0)),
         "apply": latency_summary(apply_ms) if apply_ms else None,
         "read": latency_summary(read_ms) if read_ms else None,
         "apply_ms": apply_ms,

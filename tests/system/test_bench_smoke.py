@@ -22,7 +22,16 @@ from ..conftest import require_zookeeper
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "bench" / "run.py"
-SECTIONS = {"meta", "flag_check", "template", "request", "propagation", "scale", "targets"}
+SECTIONS = {
+    "meta",
+    "flag_check",
+    "template",
+    "request",
+    "propagation",
+    "scale",
+    "changes",
+    "targets",
+}
 ZK_VARIANTS = ("zkflags", "zkflags_request_flags", "zkflags_first_check")
 
 pytestmark = pytest.mark.slow
@@ -132,3 +141,17 @@ def test_one_watch_per_process_at_every_size(smoke_run: tuple[Path, dict]) -> No
         if size != "0":
             assert entry["propagation"]["count"] >= 1
             assert entry["propagation_missed_within_30s"] == 0
+
+
+def test_a_change_costs_a_watching_process_one_shard_at_every_size(
+    smoke_run: tuple[Path, dict],
+) -> None:
+    changes = smoke_run[1]["changes"]
+    assert changes["apply"]
+    for size, entry in changes["apply"].items():
+        assert entry["missed"] == 0, (size, entry)
+        assert entry["applied"] >= entry["changes"] >= 1, (size, entry)
+        assert entry["shards_read_per_change"] == 1.0, (size, entry)
+        assert all(ms >= 0 for ms in entry["apply_ms"]), (size, entry)
+    for size, entry in changes["burst"].items():
+        assert entry["applied"] >= 1, (size, entry)
