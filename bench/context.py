@@ -43,6 +43,9 @@ class Tree:
     names: list[str]
     writer: Any
     snapshot_bytes: int
+    #: The head's size and the largest shard's: what a one-flag write adds to its multi().
+    head_bytes: int
+    largest_shard_bytes: int
     populate_seconds: float
     rebuild_seconds: float
     versions: dict[str, int] = field(default_factory=dict)  # as last written here
@@ -292,18 +295,20 @@ class Bench:
             url=url,
             names=names,
             writer=writer,
-            snapshot_bytes=self.stored_bytes(writer.paths),
+            **self.stored_bytes(writer.paths),
             populate_seconds=populated - started,
             rebuild_seconds=rebuilt - populated,
         )
 
-    def stored_bytes(self, paths: Any) -> int:
-        """The snapshot's size in ZooKeeper: its znode, and its shards' when it has any."""
+    def stored_bytes(self, paths: Any) -> dict[str, int]:
+        """The snapshot's size in ZooKeeper (its head and its shards), the head's and the
+        largest shard's."""
         from kazoo.exceptions import NoNodeError
 
         client = self.client
         stat = client.exists(paths.snapshot)
-        total = stat.dataLength if stat is not None else 0
+        head = total = stat.dataLength if stat is not None else 0
+        largest = 0
         shards_dir = getattr(paths, "shards", None)
         if shards_dir is not None:
             try:
@@ -311,5 +316,7 @@ class Bench:
             except NoNodeError:
                 children = []
             pending = [client.exists_async(f"{shards_dir}/{child}") for child in children]
-            total += sum(s.dataLength for s in (p.get(timeout=60) for p in pending) if s)
-        return int(total)
+            sizes = [s.dataLength for s in (p.get(timeout=60) for p in pending) if s]
+            total += sum(sizes)
+            largest = max(sizes, default=0)
+        return {"snapshot_bytes": total, "head_bytes": head, "largest_shard_bytes": largest}

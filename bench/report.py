@@ -138,6 +138,19 @@ def evaluate_targets(results: dict[str, Any], plan: Plan) -> list[dict[str, Any]
             overhead <= 10_000,
             f"{overhead / 1000:.1f} us",
         )
+    admin = results.get("admin_list")
+    if admin and "error" not in admin and any(int(size) >= 100 for size in admin):
+        sizes = sorted((size for size in admin if int(size) >= 100), key=int)
+        small, large = admin[sizes[0]], admin[sizes[-1]]
+        same = all(large[page]["queries"] == small[page]["queries"] for page in small)
+        worst = max(large[page]["ms"] / max(small[page]["ms"], 1.0) for page in small)
+        add(
+            f"admin list at {int(sizes[-1]):,} flags: same SQL queries and <= 2x the time "
+            f"of {int(sizes[0]):,}",
+            worst,
+            same and worst <= 2.0,
+            f"{'same' if same else 'more'} queries, {worst:.2f}x",
+        )
     return targets
 
 
@@ -338,8 +351,8 @@ def table(results: dict[str, Any]) -> str:
     if scale:
         add("")
         add(
-            "Scale        snapshot  cold start  RSS over empty  watches/process"
-            "  change p50   change max"
+            "Scale        snapshot  head + largest shard  cold start  RSS over empty"
+            "  watches/process  change p50   change max"
         )
         for size, e in scale.items():
             if "error" in e:
@@ -348,10 +361,20 @@ def table(results: dict[str, Any]) -> str:
             p = e["propagation"] or {}
             add(
                 f"  {int(size):>7,}  {e['snapshot_bytes'] / 1024:>7.0f} KB"
+                f"  {e.get('head_bytes', 0) / 1024:>7.1f} + {e.get('largest_shard_bytes', 0) / 1024:>5.1f} KB"
                 f"  {fmt_ms(e['cold_start_ms']['median']):>10}"
                 f"  {fmt_mb(e['rss_over_empty_mb']):>14}"
                 f"  {str(sorted(set(e['watches_per_process']))):>15}"
                 f"  {fmt_ms(p.get('p50_ms')):>10}  {fmt_ms(p.get('max_ms')):>11}"
+            )
+    admin = results.get("admin_list")
+    if admin and "error" not in admin:
+        add("")
+        add("Admin list   " + "".join(f"{page:>24}" for page in next(iter(admin.values()))))
+        for size, pages in admin.items():
+            add(
+                f"  {int(size):>7,}  "
+                + "".join(f"{e['ms']:>13.0f} ms, {e['queries']:>2} SQL" for e in pages.values())
             )
     changes = results.get("changes")
     if changes:

@@ -3,8 +3,12 @@ start, RSS over an empty app, watches per process, and one change reaching it.""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ..context import Bench
@@ -17,6 +21,8 @@ from ..harness import (
     summarize,
     wait_ready,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(bench: Bench) -> None:
@@ -74,6 +80,8 @@ def run(bench: Bench) -> None:
         out[str(size)] = {
             "flags": size,
             "snapshot_bytes": tree.snapshot_bytes,
+            "head_bytes": tree.head_bytes,
+            "largest_shard_bytes": tree.largest_shard_bytes,
             "read_decode_ms_in_parent": (t1 - t0) * 1000,
             "compile_ms_in_parent": (t2 - t1) * 1000,
             "decode_compile_ms_in_parent": (t2 - t0) * 1000,
@@ -94,3 +102,22 @@ def run(bench: Bench) -> None:
                 (entry["rss_kb"]["median"] - empty["median"]) / 1024 if empty else None
             )
     bench.results["scale"] = out
+    bench.results["admin_list"] = admin_list(bench)
+
+
+def admin_list(bench: Bench) -> dict[str, Any]:
+    """The admin's flag list at each size (bench/admin_list.py, a process of its own)."""
+    # 100 flags: a full first page, the baseline the larger lists are held to.
+    sizes = [str(size) for size in sorted({100, *bench.plan.scale_sizes})]
+    log(f"admin list: {', '.join(sizes)} flags")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.admin_list", "--zk", f"{bench.url}-admin", *sizes],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    if proc.returncode != 0:
+        log(f"admin list failed: {proc.stderr[-2000:]}")
+        return {"error": proc.stderr[-500:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
