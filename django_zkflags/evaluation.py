@@ -53,13 +53,23 @@ def evaluate(
     rule = snapshot.flags.get(name)
     if rule is None:
         return snapshot.default_active
+    constant = rule.constant  # on or off for everyone: nothing to evaluate
+    if constant is not None:
+        return constant
     if (
         rule.wants_anonymous_id
         and (request is not None or flags is not None)
         and not (user is not None and user.is_authenticated)
     ):
-        anonymous_id = flags.anonymous() if flags is not None else read_anonymous_id(request)
-        return rule.is_active(user, anonymous_id, user_group_ids)
+        if flags is not None:
+            anonymous_id = flags.anonymous_id
+            if anonymous_id is None:
+                anonymous_id = flags.anonymous()
+        else:
+            anonymous_id = read_anonymous_id(request)
+        # The user is anonymous: its rules see only the id (None: is_authenticated is not
+        # read a second time).
+        return rule.is_active(None, anonymous_id, user_group_ids)
     return rule.is_active(user, None, user_group_ids)
 
 

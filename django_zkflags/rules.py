@@ -12,7 +12,9 @@ anonymous cookie id)::
 
 so a visitor keeps its answer, stays in when the percentage rises, and two flags pick
 independent sets of visitors. Test vectors are in docs/percentages.md and
-tests/unit/test_rules.py.
+tests/unit/test_rules.py. A check computes the same number from a hash state already fed
+with the name (:meth:`FlagRule.position`), and keeps an authenticated user's buckets on
+the user object for the pk they were computed for (``USER_BUCKETS_ATTRIBUTE``).
 
 A flag may require other flags (``"requires": [names]``): it is on only when its own rules
 match and every prerequisite is on for the same user or visitor. Prerequisites are linked
@@ -476,6 +478,51 @@ _ID_LISTS = operator.itemgetter("users", "groups")
 _PLAIN_ENTRY_KEYS = 10
 
 
+_from_bytes = int.from_bytes
+
+#: Where :meth:`FlagRule.is_active` keeps an authenticated user's buckets on the user
+#: object: ``(pk, {flag name: bucket})``, for that pk object only (a user object whose pk
+#: is set again starts a new one), or the pk alone after a first check (see
+#: ``FlagRule._keep_position``). A bucket depends on nothing but the flag's name and the
+#: pk, so it stays right across snapshots and percentage changes.
+USER_BUCKETS_ATTRIBUTE = "_zkflags_buckets"
+#: The most buckets kept on one user object (a user object lives for a request, or a task).
+USER_BUCKETS_MAX = 256
+#: Classes of user objects that refused the attribute (False: not tried again).
+_KEEPABLE: dict[type, bool] = {}
+
+
+#: For each class of user object met: the attribute its ``pk`` reads (:func:`_pk_attribute`).
+_PK_ATTRIBUTES: dict[type, str] = {}
+
+
+def _pk_attribute(cls: type) -> str:
+    """The attribute that gives ``user.pk`` for instances of ``cls``, without the property.
+
+    Django's ``Model.pk`` is a property whose getter (``Model._get_pk_val``) returns
+    ``getattr(self, self._meta.pk.attname)``: for a model that keeps it (``User``), that
+    attribute (``id``) is read directly, the same value without the two Python calls. Any
+    other class (a duck-typed user, a model with its own ``pk``, a lazy object): ``pk``."""
+    attribute = "pk"
+    for klass in cls.__mro__:
+        found = vars(klass).get("pk")
+        if found is None:
+            continue
+        getter = found.fget if isinstance(found, property) else None
+        if (
+            getter is not None
+            and getattr(getter, "__qualname__", None) == "Model._get_pk_val"
+            and getattr(getter, "__module__", None) == "django.db.models.base"
+        ):
+            attname = getattr(getattr(getattr(cls, "_meta", None), "pk", None), "attname", None)
+            if isinstance(attname, str) and attname and attname != "pk":
+                attribute = attname
+        break
+    if len(_PK_ATTRIBUTES) < 1024:  # classes made on the fly are not kept
+        _PK_ATTRIBUTES[cls] = attribute
+    return attribute
+
+
 def bucket(name: str, identity: object) -> int:
     """The visitor's bucket (0..9999) for this flag."""
     key = f"{name}\x00{identity}".encode()
@@ -502,7 +549,9 @@ class FlagRule:
         "requires",
         "public",
         "wants_anonymous_id",
+        "constant",
         "_prefix",
+        "_hasher",
         "_base",
         "_scalars",
         "_plain",
@@ -555,7 +604,13 @@ class FlagRule:
         #: Can a percentage decide this rule for an anonymous visitor? Then the evaluator
         #: gives it the visitor's id (a linked rule also asks for its prerequisites').
         self.wants_anonymous_id = everyone is None and self.threshold > 0
+        #: The answer for every user and visitor when it does not depend on who asks (on
+        #: or off for everyone), else None: checks answer it without evaluating the rule.
+        self.constant: bool | None = everyone
         self._prefix = name + "\x00"
+        #: BLAKE2b fed with ``_prefix``, made on the first percentage evaluated with an
+        #: identity (see :meth:`position`): a bucket is then a copy and one update.
+        self._hasher: Any = None
         self._base = self  # the rule as stored, before environment overrides
         self._scalars: tuple[Any, ...] | None = None  # see describes() (and _plain)
 
@@ -713,37 +768,94 @@ class FlagRule:
         """Evaluate for a user (duck-typed Django user, or None) and an anonymous id.
 
         ``group_ids(user)`` is only called for an authenticated user, when the flag has group
-        rules and no other rule matched.
+        rules and no other rule matched. The rules are tried cheapest first: the percentage
+        (a hash) before the groups (a query).
         """
         everyone = self.everyone
         if everyone is not None:
             return everyone
-        identity: object = anonymous_id
-        authenticated = user is not None and user.is_authenticated
-        if authenticated:
-            if self.authenticated:
+        if user is None or not user.is_authenticated:
+            # An anonymous visitor: only the percentage can match, by its anonymous id.
+            threshold = self.threshold
+            if threshold >= BUCKETS:
                 return True
-            if self.superusers and user.is_superuser:
-                return True
-            if self.staff and user.is_staff:
-                return True
-            identity = user.pk
-            if identity in self.users:
-                return True
-        # The percentage (a hash) before the groups (a query): cheap rules decide first.
-        threshold = self.threshold
-        if threshold >= BUCKETS:
+            if not threshold or anonymous_id is None:
+                return False
+            hasher = self._hasher  # self.position(anonymous_id), written out
+            if hasher is None:
+                hasher = self._hasher = blake2b(self._prefix.encode(), digest_size=8)
+            h = hasher.copy()
+            h.update(str(anonymous_id).encode())
+            return _from_bytes(h.digest(), "big") % BUCKETS < threshold
+        if self.authenticated:
             return True
-        if threshold and identity is not None:
-            key = (self._prefix + str(identity)).encode()
-            if int.from_bytes(blake2b(key, digest_size=8).digest(), "big") % BUCKETS < threshold:
+        if self.superusers and user.is_superuser:
+            return True
+        if self.staff and user.is_staff:
+            return True
+        cls = type(user)
+        identity = getattr(user, _PK_ATTRIBUTES.get(cls) or _pk_attribute(cls))  # user.pk
+        if identity in self.users:
+            return True
+        threshold = self.threshold
+        if threshold:
+            if threshold >= BUCKETS:
                 return True
+            if identity is not None:
+                # The user's buckets, kept on the user object for the pk they belong to.
+                kept = getattr(user, USER_BUCKETS_ATTRIBUTE, None)
+                position = (
+                    kept[1].get(self.name) if type(kept) is tuple and kept[0] is identity else None
+                )
+                if position is None:
+                    position = self._keep_position(user, identity, kept)
+                if position < threshold:
+                    return True
         return bool(
-            self.groups
-            and group_ids is not None
-            and authenticated
-            and not self.groups.isdisjoint(group_ids(user))
+            self.groups and group_ids is not None and not self.groups.isdisjoint(group_ids(user))
         )
+
+    def position(self, identity: object) -> int:
+        """:func:`bucket` of this flag for ``identity``: the same number, computed from a
+        hash state already fed with the flag's part of the key."""
+        hasher = self._hasher
+        if hasher is None:
+            hasher = self._hasher = blake2b(self._prefix.encode(), digest_size=8)
+        h = hasher.copy()
+        h.update(str(identity).encode())
+        return _from_bytes(h.digest(), "big") % BUCKETS
+
+    def _keep_position(self, user: Any, identity: object, kept: Any) -> int:
+        """The user's bucket for this flag, kept on the user object for later checks of the
+        same user object with the same pk object.
+
+        A user object checked once (a task going through its users) is only marked: the
+        attribute holds the pk, no allocation. From its second percentage check it holds
+        ``(pk, {flag name: bucket})``: at most :data:`USER_BUCKETS_MAX` flags. Only an
+        ``int`` or ``str`` pk is kept (what ``str()`` of anything else gives could change
+        under an unchanged object), and only on objects that take attributes."""
+        hasher = self._hasher  # self.position(identity), written out
+        if hasher is None:
+            hasher = self._hasher = blake2b(self._prefix.encode(), digest_size=8)
+        h = hasher.copy()
+        h.update(str(identity).encode())
+        position: int = _from_bytes(h.digest(), "big") % BUCKETS
+        if type(kept) is tuple and kept[0] is identity:
+            if len(kept[1]) < USER_BUCKETS_MAX:
+                kept[1][self.name] = position
+            return position
+        if kept is identity:  # seen before with this pk: keep its buckets from now on
+            kept = (identity, {self.name: position})
+        else:  # first seen (or with another pk): marked only
+            kept = identity
+        cls = type(user)
+        if (type(identity) is int or type(identity) is str) and _KEEPABLE.get(cls, True):
+            try:
+                user._zkflags_buckets = kept  # USER_BUCKETS_ATTRIBUTE
+            except (AttributeError, TypeError):  # slots, or read-only: not tried again
+                if len(_KEEPABLE) < 1024:
+                    _KEEPABLE[cls] = False
+        return position
 
     def why(
         self,
@@ -880,6 +992,12 @@ class LinkedRule(FlagRule):
         linked.prerequisites = tuple(prerequisites)
         linked.closure = tuple(closure)
         linked.unlinked = rule
+        if rule.everyone is False:
+            linked.constant = False
+        elif rule.everyone is True and all(r.everyone is True for r in linked.closure):
+            linked.constant = True
+        else:  # evaluated, prerequisites in order, as before
+            linked.constant = None
         reachable = rule.everyone is not False
         linked.wants_anonymous_id = reachable and (
             rule.wants_anonymous_id or any(r.wants_anonymous_id for r in linked.closure)
