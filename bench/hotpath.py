@@ -19,14 +19,14 @@ the order rotating each round, so that a slow spell of the machine hits them all
 The figure is the median over the samples of ns per call, the loop included (the empty
 loop's row says how much of each figure it is).
 
-The percent row checks one user object again and again, as bench/run.py does: from its
-second check the user's bucket is kept on the user object (``FlagRule.is_active``), so
-the row measures a kept bucket, not the hash. Rows beside the targets, so that the
-figures are not read for more than they are:
+The percent row checks one user again and again, as bench/run.py does: from its second
+check the bucket is remembered by (flag name, pk) (``rules._POSITIONS``, bounded), so the
+row measures a remembered bucket, as a user's later requests get, not the hash. Rows
+beside the targets, so that the figures are not read for more than they are:
 
 * "percent, a new user object each check": the same check on a user object never checked
-  before, a new pk each time (what the first check of a request costs without
-  ``request.flags``, or a task going through its users): the hash, and marking the user;
+  before, a new pk each time (a user's first check, or a task going through its users):
+  the hash, and remembering its bucket;
 * "percent, anonymous visitor with an id": what ``request.flags`` (the middleware) runs for
   the first check of a percentage flag by an anonymous visitor whose cookie id is known:
   ``evaluate(snapshot, "pct", AnonymousUser(), request, flags)``.

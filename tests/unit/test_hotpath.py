@@ -3,9 +3,6 @@ not change a single answer.
 
 * ``FlagRule.position`` (a hash state fed with the flag's part of the key, copied per
   check) gives :func:`~django_zkflags.rules.bucket`'s number;
-* an authenticated user's buckets are kept on the user object (after a first check that
-  only marks it with the pk), for the pk object they were computed for only, and at most
-  ``USER_BUCKETS_MAX`` of them;
 * a Django model's pk is read through its primary key's attribute (``Model.pk`` does the
   same);
 * ``FlagRule.constant`` (on or off for everyone, prerequisites included) answers without
@@ -31,8 +28,6 @@ from django_zkflags import flag_is_active, flag_is_active_for_user
 from django_zkflags.evaluation import RequestFlags, evaluate
 from django_zkflags.rules import (
     BUCKETS,
-    USER_BUCKETS_ATTRIBUTE,
-    USER_BUCKETS_MAX,
     FlagRule,
     _pk_attribute,
     bucket,
@@ -83,79 +78,31 @@ def test_position_is_the_bucket(name):
         assert rule.position(identity) == bucket(name, identity), identity
 
 
-def test_a_users_buckets_are_kept_on_the_user_object():
-    rule = FlagRule("f", percent=50)
-    person = Person(7)
-    answer = rule.is_active(person)
-    assert answer is expected("f", 50, 7)
-    # Checked once: marked with the pk only (a task going through its users allocates
-    # nothing per user); from the second check, the buckets.
-    assert getattr(person, USER_BUCKETS_ATTRIBUTE) == 7
-    assert rule.is_active(person) is answer
-    assert getattr(person, USER_BUCKETS_ATTRIBUTE) == (7, {"f": bucket("f", 7)})
-    assert rule.is_active(person) is answer
-    # A bucket depends on the name and the pk alone: another rule of that name (a new
-    # percentage, another snapshot) reads it and decides by its own threshold.
-    for percent in (0.01, 10, 33.3, 50, 99.99, 100):
-        assert FlagRule("f", percent=percent).is_active(person) is expected("f", percent, 7)
-
-
-def test_a_new_pk_is_bucketed_again():
+def test_a_pk_set_again_on_the_same_user_object_is_bucketed_by_the_new_pk():
     rule = FlagRule("f", percent=50)
     ins = [pk for pk in range(1, 200) if expected("f", 50, pk)]
     outs = [pk for pk in range(1, 200) if not expected("f", 50, pk)]
     person = Person(ins[0])
     assert rule.is_active(person) is True
-    assert rule.is_active(person) is True  # kept
     person.pk = outs[0]
     assert rule.is_active(person) is False
-    assert getattr(person, USER_BUCKETS_ATTRIBUTE) == outs[0]
-    assert rule.is_active(person) is False
-    assert getattr(person, USER_BUCKETS_ATTRIBUTE)[0] == outs[0]
     person.pk = ins[1]
-    assert rule.is_active(person) is True
     assert rule.is_active(person) is True
     person.pk = None  # no identity: outside any partial percentage
     assert rule.is_active(person) is False
+    # A bucket depends on the name and the pk alone: any percentage decides by its own
+    # threshold.
+    person.pk = 7
+    for percent in (0.01, 10, 33.3, 50, 99.99, 100):
+        assert FlagRule("f", percent=percent).is_active(person) is expected("f", percent, 7)
 
 
-def test_an_equal_pk_that_is_another_object_is_bucketed_again():
-    rule = FlagRule("f", percent=50)
-    person = Person(10**30)
-    rule.is_active(person)
-    rule.is_active(person)
-    person.pk = int(str(10**30))  # equal, not the same object
-    assert rule.is_active(person) is expected("f", 50, 10**30)
-    assert getattr(person, USER_BUCKETS_ATTRIBUTE) is person.pk
-
-
-def test_the_buckets_kept_are_bounded():
-    person = Person(5)
-    rules = [FlagRule(f"f{i}", percent=50) for i in range(USER_BUCKETS_MAX + 50)]
-    for _ in range(2):
-        for rule in rules:
-            assert rule.is_active(person) is expected(rule.name, 50, 5)
-    assert len(getattr(person, USER_BUCKETS_ATTRIBUTE)[1]) == USER_BUCKETS_MAX
-
-
-@pytest.mark.parametrize("pk", [uuid.UUID(int=3), 2.0, True])
-def test_only_int_and_str_pks_are_kept(pk):
-    rule = FlagRule("f", percent=50)
-    person = Person(pk)
-    for _ in range(2):
-        assert rule.is_active(person) is expected("f", 50, pk)
-    assert not hasattr(person, USER_BUCKETS_ATTRIBUTE)
-
-
-@pytest.mark.parametrize("cls", [SlottedPerson, FrozenPerson])
-def test_user_objects_that_take_no_attribute_are_evaluated_every_time(cls):
+@pytest.mark.parametrize("cls", [Person, SlottedPerson, FrozenPerson])
+@pytest.mark.parametrize("pk", [uuid.UUID(int=3), 2.0, True, 10**30, "u-1"])
+def test_any_user_object_and_pk_get_the_bucket(cls, pk):
     for percent in (10, 50, 90):
-        rule = FlagRule("f", percent=percent)
-        for pk in range(1, 60):
-            person = cls(pk)
-            assert rule.is_active(person) is expected("f", percent, pk)
-            assert rule.is_active(person) is expected("f", percent, pk)
-            assert not hasattr(person, USER_BUCKETS_ATTRIBUTE)
+        person = cls(pk)
+        assert FlagRule("f", percent=percent).is_active(person) is expected("f", percent, pk)
 
 
 def test_a_django_user_is_read_by_its_primary_key_attribute(publish):
@@ -183,7 +130,6 @@ def test_a_django_user_is_read_by_its_primary_key_attribute(publish):
     lazy = SimpleLazyObject(lambda: user)
     assert flag_is_active_for_user(lazy, "f") is expected("f", 50, 12)
     assert flag_is_active_for_user(lazy, "f") is expected("f", 50, 12)
-    assert getattr(user, USER_BUCKETS_ATTRIBUTE) == (12, {"f": bucket("f", 12)})
 
 
 def test_anonymous_visitors_are_bucketed_by_their_id(publish, rf):
@@ -319,3 +265,27 @@ def test_many_users_many_flags_against_the_bucket():
         for person in people:
             for rule in rules_:
                 assert rule.is_active(person) is expected(rule.name, rule.percent, person.pk)
+
+
+def test_remembered_buckets_never_mix_equal_keys_of_other_types():
+    from django_zkflags import rules
+
+    rules._POSITIONS.clear()
+    rule = FlagRule("mix", percent=50)
+    for identity in (1, True, 1.0, "1", 0, False, 0.0, "0"):
+        person = Person(identity)
+        assert rule.position(identity) == bucket("mix", identity)
+        assert rule.is_active(person) is expected("mix", 50, identity), identity
+        assert rule.is_active(person) is expected("mix", 50, identity), identity
+    assert set(rules._POSITIONS) <= {("mix", 1), ("mix", "1"), ("mix", 0), ("mix", "0")}
+
+
+def test_remembered_buckets_are_bounded(monkeypatch):
+    from django_zkflags import rules
+
+    monkeypatch.setattr(rules, "POSITIONS_KEPT", 100)
+    rules._POSITIONS.clear()
+    rule = FlagRule("bounded", percent=50)
+    for pk in range(1, 1000):
+        assert rule.is_active(Person(pk)) is expected("bounded", 50, pk)
+        assert len(rules._POSITIONS) <= 100
