@@ -808,7 +808,12 @@ class FlagRule:
         key = (self.name, identity)
         position = _POSITIONS.get(key)
         if position is None:
-            position = self.position(identity)
+            hasher = self._hasher  # self.position(identity), written out
+            if hasher is None:
+                hasher = self._hasher = blake2b(self._prefix.encode(), digest_size=8)
+            h = hasher.copy()
+            h.update(str(identity).encode())
+            position = _from_bytes(h.digest(), "big") % BUCKETS
             if len(_POSITIONS) >= POSITIONS_KEPT:
                 _POSITIONS.clear()  # bounded: start again (one clear per that many misses)
             _POSITIONS[key] = position
