@@ -413,6 +413,14 @@ class RequestFlags:
                 self.new_anonymous_id = True
         return self.anonymous_id
 
+    def release(self) -> None:
+        """Let go of the request's snapshot once its response is closed (the middleware
+        calls this): a request object can live on as cyclic garbage until the collector
+        runs, and a snapshot it still held would make the watcher copy the whole flags
+        dict on the next changes (docs/design.md, the sharded view). A check made after
+        this (a streaming response still running) reads the current snapshot."""
+        self.snapshot = CURRENT  # type: ignore[assignment]
+
     def value(self, name: str, default: Any = None) -> Any:
         """The flag's live configuration value, from this request's snapshot."""
         return value_in(self.snapshot, name, default)
@@ -422,6 +430,25 @@ class RequestFlags:
 
     def active_names(self) -> list[str]:
         return sorted(name for name in self.snapshot.flags if self.is_active(name))
+
+
+class _CurrentSnapshot:
+    """Stands for whichever snapshot is current: every attribute is read from
+    ``store.current`` when it is asked for."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(store.current, name)
+
+    def __len__(self) -> int:
+        return len(store.current)
+
+    def __contains__(self, name: object) -> bool:
+        return name in store.current
+
+
+CURRENT = _CurrentSnapshot()
 
 
 def value_in(snapshot: Snapshot, name: str, default: Any) -> Any:

@@ -42,6 +42,7 @@ class FlagMiddleware:
         response = self.get_response(request)
         if flags.new_anonymous_id:
             _set_cookie(response, flags.anonymous_id)
+        _release_when_closed(response, flags)
         return response
 
     async def __acall__(self, request: Any) -> Any:
@@ -53,6 +54,7 @@ class FlagMiddleware:
         response = await get_response(request)
         if flags.new_anonymous_id:
             _set_cookie(response, flags.anonymous_id)
+        _release_when_closed(response, flags)
         return response
 
 
@@ -61,6 +63,14 @@ async def _auser_for_flags(auser: Callable[[], Awaitable[Any]], flags: RequestFl
     if isinstance(flags.user, LazyObject):
         flags.user = user
     return user
+
+
+def _release_when_closed(response: Any, flags: RequestFlags) -> None:
+    """``flags.release()`` when the server closes the response (Django runs a response's
+    ``_resource_closers`` in ``close()``, since Django 3.0)."""
+    closers = getattr(response, "_resource_closers", None)
+    if isinstance(closers, list):
+        closers.append(flags.release)
 
 
 def _set_cookie(response: Any, anonymous_id: str | None) -> None:

@@ -302,7 +302,7 @@ class FlagRuntime:
         self.loaded.set()
         if self.fleet is not None:
             self.fleet.applied(**self._fleet_fields(snapshot))
-        if self.saver is not None and changed != frozenset():
+        if self.saver is not None:  # coalesced on its thread: a burst is written once
             if isinstance(view, Head):
                 head_data, shards = data, dict(self.view.raw)  # as of now: the view moves on
                 assert head_data is not None

@@ -139,3 +139,33 @@ def test_no_cookie_for_logged_in_users(publish, client, django_user_model):
     assert COOKIE not in response.cookies
     expected = b"BANNER-ON" if bucket("banner", user.pk) < 5000 else b"BANNER-OFF"
     assert response.content.strip() == expected
+
+
+# -- letting go of the snapshot --------------------------------------------------------------
+
+
+def test_a_closed_response_lets_go_of_its_snapshot(publish, client):
+    """Once the response is closed the request's flags hold no snapshot: a request left
+    as cyclic garbage (``request.flags.request`` is the request) cannot keep a flags dict
+    alive, which would make the watcher copy the whole dict (django_zkflags/view.py)."""
+    import gc
+    import sys
+
+    from django_zkflags.cache import store
+
+    publish(FlagRule("banner", everyone=True))
+    flags_dict = store.current.flags
+    gc.disable()
+    try:
+        before = sys.getrefcount(flags_dict)
+        response = client.get("/home/")
+        assert response.content.strip() == b"BANNER-ON"
+        request_flags = response.wsgi_request.flags
+        assert sys.getrefcount(flags_dict) == before  # the test client closed it
+        # A check after the close follows the current snapshot.
+        publish(FlagRule("banner", everyone=False))
+        assert request_flags.is_active("banner") is True  # memoised: the request's answer
+        assert request_flags.is_active("other") is False
+        assert request_flags.snapshot.flags is store.current.flags
+    finally:
+        gc.enable()
