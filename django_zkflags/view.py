@@ -99,7 +99,8 @@ class AppliedView:
             if index not in head.versions:
                 continue
             try:
-                entries = decode_shard(data, index, head.shards, max_bytes)
+                known = self.names.get(index, frozenset())
+                entries = decode_shard(data, index, head.shards, max_bytes, known)
             except CorruptSnapshot as exc:
                 # Keep what the shard held; read it again when the head moves it.
                 self.shard_errors[index] = {f"(shard {index})": str(exc)}

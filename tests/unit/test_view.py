@@ -90,13 +90,15 @@ def test_shard_of_is_stable():
 @pytest.mark.parametrize(
     "payload",
     [
-        b'{"format": 2, "epoch": "e", "shards": 0, "versions": {}}',
-        b'{"format": 2, "epoch": "e", "shards": 4, "versions": {"9": 1}}',
-        b'{"format": 2, "epoch": "e", "shards": 4, "versions": {"1": -1}}',
-        b'{"format": 2, "epoch": "e", "shards": 4, "versions": {"x": 1}}',
-        b'{"format": 2, "shards": 4, "versions": {}}',
-        b'{"format": 2, "epoch": "e", "shards": true, "versions": {}}',
-        b'{"format": 2, "epoch": "e", "shards": 4, "versions": {}, "environments": [1]}',
+        b'{"format": 2, "epoch": "e", "shards": 0, "versions": []}',
+        b'{"format": 2, "epoch": "e", "shards": 4, "versions": [1, 1, 1, 1, 1]}',
+        b'{"format": 2, "epoch": "e", "shards": 4, "versions": [1, -2, 1, 1]}',
+        b'{"format": 2, "epoch": "e", "shards": 4, "versions": [1, "x", 1, 1]}',
+        b'{"format": 2, "epoch": "e", "shards": 4, "versions": [1, true, 1, 1]}',
+        b'{"format": 2, "epoch": "e", "shards": 4, "versions": {"1": 1}}',
+        b'{"format": 2, "shards": 4, "versions": [-1, -1, -1, -1]}',
+        b'{"format": 2, "epoch": "e", "shards": true, "versions": []}',
+        b'{"format": 2, "epoch": "e", "shards": 1, "versions": [0], "environments": [1]}',
     ],
 )
 def test_bad_heads_are_corrupt(payload):
