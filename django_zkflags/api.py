@@ -45,9 +45,21 @@ def flag_is_active(request: Any, name: str) -> bool:
     snapshot frozen at the start of the request; without it, from the current snapshot.
     """
     flags = getattr(request, "flags", None)
-    if isinstance(flags, RequestFlags):
+    if flags.__class__ is RequestFlags:
+        answer = flags._answers.get(name)  # flags.is_active(name), its memo written out
+        return flags.is_active(name) if answer is None else answer
+    if isinstance(flags, RequestFlags):  # a subclass
         return flags.is_active(name)
-    return evaluate(store.current, name, getattr(request, "user", None), request)
+    # evaluate(store.current, ...), its first steps written out: most flags are on or off
+    # for everyone, and the request's user is then never read.
+    snapshot = store.current
+    rule = snapshot.flags.get(name)
+    if rule is None:
+        return snapshot.default_active
+    constant = rule.constant
+    if constant is not None:
+        return constant
+    return evaluate(snapshot, name, getattr(request, "user", None), request)
 
 
 def flag_is_active_for_user(user: Any, name: str) -> bool:

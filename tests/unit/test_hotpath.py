@@ -289,3 +289,28 @@ def test_remembered_buckets_are_bounded(monkeypatch):
     for pk in range(1, 1000):
         assert rule.is_active(Person(pk)) is expected("bounded", 50, pk)
         assert len(rules._POSITIONS) <= 100
+
+
+def test_a_lazy_request_user_gets_the_answers_of_the_user_behind_it(publish, rf):
+    publish(
+        FlagRule("pct", percent=50),
+        FlagRule("staff", staff=True),
+        FlagRule("listed", users=[3]),
+        FlagRule("bool", everyone=True),
+    )
+    loads = []
+    for pk in range(1, 40):
+        user = User(pk=pk, username=f"u{pk}", is_staff=pk % 3 == 0)
+
+        def load(user: Any = user) -> Any:
+            loads.append(user.pk)
+            return user
+
+        request = rf.get("/")
+        request.user = SimpleLazyObject(load)
+        assert flag_is_active(request, "bool") is True  # never loads the user
+        assert loads == [] or loads[-1] != pk
+        assert flag_is_active(request, "pct") is expected("pct", 50, pk)
+        assert flag_is_active(request, "staff") is (pk % 3 == 0)
+        assert flag_is_active(request, "listed") is (pk == 3)
+        assert loads.count(pk) == 1  # loaded once, as a first attribute read would
