@@ -874,15 +874,18 @@ class FlagWriter:
             listed = dict(view.shard_versions)
             epoch = view.epoch or new_epoch()
         writes = []
+        whole = view.shard_versions is None
         for k in sorted(touched):
             entries = groups.get(k)
-            if entries:
-                data, inflated = encode_shard(k, entries)
+            if entries or (k in existing and not whole):
+                # A shard that loses its last flag is kept (empty) until the next epoch: a
+                # shard's version only grows within an epoch, so that a process or a cache
+                # never takes a new incarnation of it for one it has.
+                data, inflated = encode_shard(k, entries or {})
                 writes.append(_ShardWrite(k, data, existing.get(k), inflated))
                 listed[k] = existing[k] + 1 if k in existing else 0
-            elif k in existing:
+            elif k in existing:  # a view written whole, in a new epoch: no empty shards
                 writes.append(_ShardWrite(k, None, existing[k]))
-                listed.pop(k, None)
         head = encode_head(epoch, count, listed, view.environments, len(view.flags))
         return _ViewWrite(writes, head)
 
