@@ -29,9 +29,15 @@ from .snapshot import (
 PIPELINED_READS = 1000
 #: Reads of the head and its shards before giving up while writes keep landing between.
 SNAPSHOT_READ_ROUNDS = 5
-#: Decoded shards by path: (mzxid, version, shard count) and entries. Entries are never
+#: Decoded shards by path: (epoch, version, shard count) and entries. Entries are never
 #: mutated (writers copy the view); one root holds at most SHARDS of them.
-_decoded: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+_decoded: dict[str, tuple[tuple[str, int, int], dict[str, Any]]] = {}
+
+
+def forget_decoded_shards() -> None:
+    """Read every shard again next time (a write found one that moved: a hand edit)."""
+    _decoded.clear()
+
 
 NO_ENVIRONMENTS_DOCUMENT: dict[str, Any] = {"parents": {}, "hosts": {}}
 
@@ -163,23 +169,27 @@ class TreeReader:
         raise ZooKeeperUnavailable("the snapshot kept moving while it was read; try again")
 
     def _shards(self, head: Head) -> dict[int, tuple[int, dict[str, Any]]]:
-        """Every shard ``head`` names: its znode version and entries (decoded once per
-        version and kept: a writer reads the whole view for every write)."""
+        """Every shard ``head`` names: its znode version and entries. A shard this process
+        read before at the version the head names, in the same epoch, is not read again
+        (a shard's version only grows within an epoch: writers never delete one there),
+        so a write at 100,000 flags reads the head and the shards that moved since."""
         client = self.requests.client
-        pending = [(k, client.get_async(self.paths.shard(k))) for k in sorted(head.versions)]
         shards: dict[int, tuple[int, dict[str, Any]]] = {}
+        pending = []
+        for k in sorted(head.versions):
+            kept = _decoded.get(self.paths.shard(k))
+            if kept is not None and kept[0] == (head.epoch, head.versions[k], head.shards):
+                shards[k] = (head.versions[k], kept[1])
+            else:
+                pending.append((k, client.get_async(self.paths.shard(k))))
         for k, result in pending:
             try:
                 data, stat = self.requests.result(result)
             except NoNodeError:
                 raise CorruptSnapshot(f"shard {k} is missing") from None
-            path = self.paths.shard(k)
-            kept = _decoded.get(path)
-            if kept is not None and kept[0] == (stat.mzxid, stat.version, head.shards):
-                entries = kept[1]
-            else:
-                entries = decode_shard(data, k, head.shards, self.max_snapshot_bytes)
-                _decoded[path] = ((stat.mzxid, stat.version, head.shards), entries)
+            entries = decode_shard(data, k, head.shards, self.max_snapshot_bytes)
+            if stat.version == head.versions[k]:
+                _decoded[self.paths.shard(k)] = ((head.epoch, stat.version, head.shards), entries)
             shards[k] = (stat.version, entries)
         return shards
 

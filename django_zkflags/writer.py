@@ -42,7 +42,7 @@ from .exceptions import (
     ZooKeeperUnavailable,
 )
 from .kazoo_compat import withdraw_queued_request
-from .reader import StoredFlag, StoredSnapshot, TreeReader
+from .reader import StoredFlag, StoredSnapshot, TreeReader, forget_decoded_shards
 from .rules import FlagRule, validate_name
 from .snapshot import (
     MAX_SNAPSHOT_BYTES,
@@ -1086,7 +1086,11 @@ class FlagWriter:
         def run() -> T:
             self.requests.wait_connected()
             self.ensure_layout()
-            return attempt()
+            try:
+                return attempt()
+            except ForceRetryError:
+                forget_decoded_shards()  # a shard kept may be one a hand edit replaced
+                raise
 
         retry = KazooRetry(
             max_tries=self.RETRIES, delay=0.005, backoff=1.5, max_delay=0.2, ignore_expire=False
