@@ -227,7 +227,7 @@ def decode_view(data: bytes | None, max_bytes: int = MAX_SNAPSHOT_BYTES) -> Head
     if not isinstance(epoch, str) or not epoch or not isinstance(versions, list):
         raise CorruptSnapshot("snapshot head has no 'epoch' or no 'versions' list")
     # A list, one version per shard (-1: no such shard): a head is read on every change.
-    if len(versions) != shards or not all(type(v) is int and v >= -1 for v in versions):
+    if len(versions) != shards or set(map(type, versions)) != {int} or min(versions) < -1:
         raise CorruptSnapshot(f"snapshot head's 'versions' is not {shards} versions")
     parsed = {k: version for k, version in enumerate(versions) if version >= 0}
     count = payload.get("flags")

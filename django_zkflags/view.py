@@ -135,7 +135,9 @@ class AppliedView:
         else:
             self.link_errors = {}
         if fresh:
-            self._spare, self._spare_of = None, None
+            # The spare for the first change, made now (a cold start already costs the
+            # number of flags) rather than as a copy during that change.
+            self._spare, self._spare_of, self._spare_lag = dict(flags), flags, {}
             return flags, self.errors(), None
         # ``base`` is superseded: it becomes the spare, lagging by what changed.
         self._spare = base if type(base) is dict else None
