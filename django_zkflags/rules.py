@@ -459,8 +459,8 @@ def strongly_connected(graph: Mapping[str, Sequence[str]]) -> list[list[str]]:
 
 def _ids(doc: Mapping[str, Any], key: str) -> frozenset[int]:
     value = doc.get(key)
-    if value is None:
-        value = []
+    if value is None or value == []:  # most flags list nobody
+        return NO_IDS
     if not isinstance(value, list) or not all(
         isinstance(i, int) and not isinstance(i, bool) for i in value
     ):
@@ -547,7 +547,6 @@ class FlagRule:
         "public",
         "wants_anonymous_id",
         "constant",
-        "_prefix",
         "_hasher",
         "_base",
         "_scalars",
@@ -588,11 +587,14 @@ class FlagRule:
         self.groups = frozenset(groups) or NO_IDS
         self.note = note
         self.version = version
-        try:
-            self.value = freeze_value(value)
-            self.environments = validate_environments(environments, name)
-        except RecursionError:
-            raise InvalidFlag("'value' or 'environments' is nested too deeply") from None
+        if value is None and environments is None:  # most flags: no call (cold starts)
+            self.value, self.environments = None, NO_ENVIRONMENTS
+        else:
+            try:
+                self.value = freeze_value(value)
+                self.environments = validate_environments(environments, name)
+            except RecursionError:
+                raise InvalidFlag("'value' or 'environments' is nested too deeply") from None
         # Most flags require nothing: no call for them (a cold start compiles thousands).
         self.requires = () if requires is None else validate_requires(requires, name)
         if public is not False and public is not True:  # False first: most are private
@@ -604,8 +606,7 @@ class FlagRule:
         #: The answer for every user and visitor when it does not depend on who asks (on
         #: or off for everyone), else None: checks answer it without evaluating the rule.
         self.constant: bool | None = everyone
-        self._prefix = name + "\x00"
-        #: BLAKE2b fed with ``_prefix``, made on the first percentage evaluated with an
+        #: BLAKE2b fed with ``name + "\x00"``, made on the first percentage evaluated with an
         #: identity (see :meth:`position`): a bucket is then a copy and one update.
         self._hasher: Any = None
         self._base = self  # the rule as stored, before environment overrides
@@ -614,7 +615,7 @@ class FlagRule:
     @classmethod
     def from_document(cls, doc: object, *, name: str | None = None) -> FlagRule:
         """Validate a flag document (as stored in ZooKeeper) and compile it."""
-        if not isinstance(doc, Mapping):
+        if type(doc) is not dict and not isinstance(doc, Mapping):
             raise InvalidFlag(f"A flag document must be a JSON object, got {type(doc).__name__}")
         doc_name = doc.get("name", name)
         if name is not None and doc_name != name:
@@ -810,7 +811,7 @@ class FlagRule:
         if position is None:
             hasher = self._hasher  # self.position(identity), written out
             if hasher is None:
-                hasher = self._hasher = blake2b(self._prefix.encode(), digest_size=8)
+                hasher = self._hasher = blake2b((self.name + "\x00").encode(), digest_size=8)
             h = hasher.copy()
             h.update(str(identity).encode())
             position = _from_bytes(h.digest(), "big") % BUCKETS
@@ -824,7 +825,7 @@ class FlagRule:
         hash state already fed with the flag's part of the key."""
         hasher = self._hasher
         if hasher is None:
-            hasher = self._hasher = blake2b(self._prefix.encode(), digest_size=8)
+            hasher = self._hasher = blake2b((self.name + "\x00").encode(), digest_size=8)
         h = hasher.copy()
         h.update(str(identity).encode())
         return _from_bytes(h.digest(), "big") % BUCKETS
