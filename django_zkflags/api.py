@@ -17,6 +17,7 @@ from .evaluation import (
     RequestFlags,
     aprepare,
     evaluate,
+    evaluate_rule,
     explain_in,
     user_group_ids,
     value_in,
@@ -45,13 +46,14 @@ def flag_is_active(request: Any, name: str) -> bool:
     snapshot frozen at the start of the request; without it, from the current snapshot.
     """
     flags = getattr(request, "flags", None)
-    if flags.__class__ is RequestFlags:
-        answer = flags._answers.get(name)  # flags.is_active(name), its memo written out
-        return flags.is_active(name) if answer is None else answer
-    if isinstance(flags, RequestFlags):  # a subclass
-        return flags.is_active(name)
-    # evaluate(store.current, ...), its first steps written out: most flags are on or off
-    # for everyone, and the request's user is then never read.
+    if flags is not None:
+        if flags.__class__ is RequestFlags:
+            answer = flags._answers.get(name)  # flags.is_active(name), its memo written out
+            return flags.is_active(name) if answer is None else answer
+        if isinstance(flags, RequestFlags):  # a subclass
+            return flags.is_active(name)
+    # evaluate(store.current, ...), written out: most flags are on or off for everyone,
+    # and the request's user is then never read.
     snapshot = store.current
     rule = snapshot.flags.get(name)
     if rule is None:
@@ -59,7 +61,7 @@ def flag_is_active(request: Any, name: str) -> bool:
     constant = rule.constant
     if constant is not None:
         return constant
-    return evaluate(snapshot, name, getattr(request, "user", None), request)
+    return evaluate_rule(rule, getattr(request, "user", None), request)
 
 
 def flag_is_active_for_user(user: Any, name: str) -> bool:

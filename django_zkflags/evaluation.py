@@ -30,6 +30,7 @@ from .rules import (
     TOO_MANY_PREREQUISITES,
     FlagRule,
     LinkedRule,
+    is_authenticated,
 )
 from .snapshot import Snapshot
 
@@ -56,6 +57,13 @@ def evaluate(
     constant = rule.constant  # on or off for everyone: nothing to evaluate
     if constant is not None:
         return constant
+    return evaluate_rule(rule, user, request, flags)
+
+
+def evaluate_rule(
+    rule: FlagRule, user: Any, request: Any = None, flags: RequestFlags | None = None
+) -> bool:
+    """:func:`evaluate` once the rule is found (and is not on or off for everyone)."""
     if user.__class__ is SimpleLazyObject:
         # request.user: every attribute read goes through a proxy function (about 0.2 µs
         # each, and a rule reads several). Read the user behind it, loaded as any first
@@ -66,7 +74,7 @@ def evaluate(
     if (
         rule.wants_anonymous_id
         and (request is not None or flags is not None)
-        and not (user is not None and user.is_authenticated)
+        and not is_authenticated(user)
     ):
         if flags is not None:
             anonymous_id = flags.anonymous_id
@@ -99,7 +107,7 @@ def first_off_prerequisite(
     if (
         rule.wants_anonymous_id
         and (request is not None or flags is not None)
-        and not (user is not None and user.is_authenticated)
+        and not is_authenticated(user)
     ):
         anonymous_id = flags.anonymous() if flags is not None else read_anonymous_id(request)
     return rule.off_prerequisite(user, anonymous_id, user_group_ids)

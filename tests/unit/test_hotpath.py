@@ -314,3 +314,28 @@ def test_a_lazy_request_user_gets_the_answers_of_the_user_behind_it(publish, rf)
         assert flag_is_active(request, "staff") is (pk % 3 == 0)
         assert flag_is_active(request, "listed") is (pk == 3)
         assert loads.count(pk) == 1  # loaded once, as a first attribute read would
+
+
+def test_is_authenticated_is_read_as_a_constant_only_for_djangos_own_property():
+    from django.contrib.auth.models import AnonymousUser
+
+    from django_zkflags.rules import is_authenticated
+
+    class Deactivated(User):
+        class Meta:
+            proxy = True
+            app_label = "auth"
+
+        @property
+        def is_authenticated(self) -> bool:  # type: ignore[override]
+            return False
+
+    rule = FlagRule("f", authenticated=True)
+    for _ in range(2):  # learnt on the first, constant or not, on the second
+        assert is_authenticated(User(pk=1)) is True and rule.is_active(User(pk=1)) is True
+        assert is_authenticated(AnonymousUser()) is False
+        assert rule.is_active(AnonymousUser()) is False
+        assert is_authenticated(None) is False and rule.is_active(None) is False
+        assert is_authenticated(Deactivated(pk=2)) is False
+        assert rule.is_active(Deactivated(pk=2)) is False
+        assert is_authenticated(Person(3)) is True  # a plain attribute, read every time
