@@ -32,6 +32,18 @@ def head(direct: Any, root: str) -> Any:
     return decode_view(direct.get(f"{root}/snapshot")[0])
 
 
+def write_shard_by_hand(direct: Any, root: str, k: int, data: bytes) -> None:
+    """An operator's edit: ``data`` in shard ``k``, then the head moved by hand to name its
+    new version, so that processes read it."""
+    direct.set(f"{root}/shards/{k}", data)
+    hv = head(direct, root)
+    version = direct.exists(f"{root}/shards/{k}").version
+    direct.set(
+        f"{root}/snapshot",
+        encode_head(hv.epoch, hv.shards, {**hv.versions, k: version}, hv.environments, 2),
+    )
+
+
 def names_in_distinct_shards(count: int, prefix: str = "f") -> list[str]:
     names, taken = [], set()
     for i in range(10_000):
@@ -101,14 +113,7 @@ def test_garbage_in_a_shard_keeps_its_flags_and_the_next_write_rebuilds(zkflags,
     zkflags.write(second, everyone=True)
     k = shard_of(first, SHARDS)
     epoch = head(direct, zkflags.root).epoch
-    # A hand edit: garbage in the shard, then the head moved by hand so processes read it.
-    direct.set(f"{zkflags.root}/shards/{k}", b"ZKF1 not zlib")
-    hv = head(direct, zkflags.root)
-    version = direct.exists(f"{zkflags.root}/shards/{k}").version
-    direct.set(
-        f"{zkflags.root}/snapshot",
-        encode_head(hv.epoch, hv.shards, {**hv.versions, k: version}, hv.environments, 2),
-    )
+    write_shard_by_hand(direct, zkflags.root, k, b"ZKF1 not zlib")
     wait_until(lambda: f"(shard {k})" in runtime.status()["invalid_flags"], what="the error")
     assert store.base.flags[first].everyone is True  # kept its last good rule
     zkflags.write(second, everyone=False)  # another shard: served
@@ -129,13 +134,7 @@ def test_a_flag_filed_under_the_wrong_shard_is_refused(zkflags, direct):
     wrong = next(f"w{i}" for i in range(1000) if shard_of(f"w{i}", SHARDS) != k)
     entries = read_view(direct, zkflags.root)["flags"]
     data, _ = encode_shard(k, {**entries, wrong: {"name": wrong, "everyone": True, "version": 0}})
-    direct.set(f"{zkflags.root}/shards/{k}", data)
-    hv = head(direct, zkflags.root)
-    version = direct.exists(f"{zkflags.root}/shards/{k}").version
-    direct.set(
-        f"{zkflags.root}/snapshot",
-        encode_head(hv.epoch, hv.shards, {**hv.versions, k: version}, hv.environments, 2),
-    )
+    write_shard_by_hand(direct, zkflags.root, k, data)
     wait_until(lambda: f"(shard {k})" in runtime.status()["invalid_flags"], what="the error")
     assert "other shards" in runtime.status()["invalid_flags"][f"(shard {k})"]
     assert wrong not in store.base.flags
