@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.utils.functional import LazyObject
+from django.utils.functional import LazyObject, SimpleLazyObject, empty
 
 from .cache import store
 from .evaluation import (
@@ -22,6 +22,7 @@ from .evaluation import (
     user_group_ids,
     value_in,
 )
+from .rules import _AUTHENTICATED
 from .snapshot import Snapshot
 
 __all__ = [
@@ -61,7 +62,13 @@ def flag_is_active(request: Any, name: str) -> bool:
     constant = rule.constant
     if constant is not None:
         return constant
-    return evaluate_rule(rule, getattr(request, "user", None), request)
+    user: Any = getattr(request, "user", None)
+    if user.__class__ is SimpleLazyObject and user._wrapped is not empty:
+        user = user._wrapped  # request.user, already loaded: no proxy per attribute
+    if _AUTHENTICATED.get(user.__class__):
+        # A signed-in user of Django's own classes: no anonymous id to find.
+        return rule.is_active(user, None, user_group_ids)
+    return evaluate_rule(rule, user, request)
 
 
 def flag_is_active_for_user(user: Any, name: str) -> bool:
@@ -132,7 +139,7 @@ def explain(user_or_request: Any, name: str, *, anonymous_id: str | None = None)
     flags = getattr(request, "flags", None)
     if isinstance(flags, RequestFlags):
         return explain_in(flags.snapshot, name, flags.user, request, flags, anonymous_id)
-    user = getattr(request, "user", None)
+    user: Any = getattr(request, "user", None)
     return explain_in(store.current, name, user, request, anonymous_id=anonymous_id)
 
 

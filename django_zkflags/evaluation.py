@@ -25,6 +25,7 @@ from django.utils.functional import LazyObject, SimpleLazyObject, empty
 from . import conf
 from .cache import OVERRIDE_NOTE, store
 from .rules import (
+    _AUTHENTICATED,
     CYCLIC_PREREQUISITE,
     MISSING_PREREQUISITE,
     TOO_MANY_PREREQUISITES,
@@ -71,11 +72,14 @@ def evaluate_rule(
         if user._wrapped is empty:
             user._setup()
         user = user._wrapped
-    if (
-        rule.wants_anonymous_id
-        and (request is not None or flags is not None)
-        and not is_authenticated(user)
-    ):
+    if rule.wants_anonymous_id and (request is not None or flags is not None):
+        # is_authenticated(user), its lookup written out (a known class: no call)
+        authenticated = _AUTHENTICATED.get(user.__class__)
+        if authenticated is None:
+            authenticated = is_authenticated(user)
+    else:
+        authenticated = True  # not asked: the rule reads it itself
+    if not authenticated:
         if flags is not None:
             anonymous_id = flags.anonymous_id
             if anonymous_id is None:
@@ -104,11 +108,14 @@ def first_off_prerequisite(
     if not isinstance(rule, LinkedRule):
         return None
     anonymous_id = None
-    if (
-        rule.wants_anonymous_id
-        and (request is not None or flags is not None)
-        and not is_authenticated(user)
-    ):
+    if rule.wants_anonymous_id and (request is not None or flags is not None):
+        # is_authenticated(user), its lookup written out (a known class: no call)
+        authenticated = _AUTHENTICATED.get(user.__class__)
+        if authenticated is None:
+            authenticated = is_authenticated(user)
+    else:
+        authenticated = True  # not asked: the rule reads it itself
+    if not authenticated:
         anonymous_id = flags.anonymous() if flags is not None else read_anonymous_id(request)
     return rule.off_prerequisite(user, anonymous_id, user_group_ids)
 
