@@ -37,27 +37,18 @@ def main(sizes: list[int], zk_url: str | None = None) -> dict[str, Any]:
         from django.test.utils import override_settings
 
         override_settings(ZKFLAGS_URL=zk_url).enable()
-    from django.contrib.auth.models import Permission, User
     from django.core.management import call_command
     from django.db import connection
-    from django.test import Client
     from django.test.utils import CaptureQueriesContext, setup_test_environment
 
     from django_zkflags.cache import store
     from django_zkflags.models import Flag
     from django_zkflags.snapshot import Snapshot, compile_entries
-    from tests.support.admin_pages import ADMIN
+    from tests.support.admin_pages import ADMIN, editor_client
 
     setup_test_environment()
     call_command("migrate", verbosity=0, interactive=False)
-    editor = User.objects.create_user("editor", is_staff=True)
-    editor.user_permissions.set(
-        Permission.objects.filter(
-            content_type__app_label="django_zkflags", codename__in=("view_flag", "change_flag")
-        )
-    )
-    client = Client()
-    client.force_login(editor)
+    client = editor_client()
     from bench.context import mixed_rule
 
     out: dict[str, Any] = {}

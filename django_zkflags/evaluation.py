@@ -108,14 +108,11 @@ def first_off_prerequisite(
     if not isinstance(rule, LinkedRule):
         return None
     anonymous_id = None
-    if rule.wants_anonymous_id and (request is not None or flags is not None):
-        # is_authenticated(user), its lookup written out (a known class: no call)
-        authenticated = _AUTHENTICATED.get(user.__class__)
-        if authenticated is None:
-            authenticated = is_authenticated(user)
-    else:
-        authenticated = True  # not asked: the rule reads it itself
-    if not authenticated:
+    if (
+        rule.wants_anonymous_id
+        and (request is not None or flags is not None)
+        and not is_authenticated(user)
+    ):
         anonymous_id = flags.anonymous() if flags is not None else read_anonymous_id(request)
     return rule.off_prerequisite(user, anonymous_id, user_group_ids)
 

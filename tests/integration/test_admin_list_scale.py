@@ -20,7 +20,7 @@ from typing import Any
 
 import django
 import pytest
-from django.contrib.auth.models import Group, Permission, User
+from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -30,7 +30,7 @@ from django_zkflags.cache import store
 from django_zkflags.models import Flag
 from django_zkflags.rules import FlagRule
 from django_zkflags.snapshot import encode_entries
-from tests.support.admin_pages import ADMIN
+from tests.support.admin_pages import ADMIN, editor_client
 
 from ..conftest import wait_until
 
@@ -141,14 +141,7 @@ def test_the_list_costs_the_same_queries_at_100_and_10000_flags_and_reads_no_zoo
         User.objects.create_user(f"member{i}")
     for i in range(4):
         Group.objects.create(name=f"team{i}")
-    editor = User.objects.create_user("editor", is_staff=True)
-    editor.user_permissions.set(
-        Permission.objects.filter(
-            content_type__app_label="django_zkflags", codename__in=("view_flag", "change_flag")
-        )
-    )
-    client = Client()
-    client.force_login(editor)
+    client = editor_client()
 
     counts: dict[int, dict[str, int]] = {}
     timings: dict[str, float] = {}

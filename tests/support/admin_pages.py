@@ -18,6 +18,21 @@ CONFLICT_TEXT = "was changed by someone else while you were editing it"
 UNREACHABLE_TEXT = "ZooKeeper is unreachable"
 
 
+def editor_client(username: str = "editor") -> Client:
+    """A test client logged in as a staff user who may view and change flags (no more)."""
+    from django.contrib.auth.models import Permission, User
+
+    editor = User.objects.create_user(username, is_staff=True)
+    editor.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="django_zkflags", codename__in=("view_flag", "change_flag")
+        )
+    )
+    client = Client()
+    client.force_login(editor)
+    return client
+
+
 def change_url(flag: Flag) -> str:
     return f"{ADMIN}{flag.pk}/change/"
 

@@ -14,6 +14,9 @@ from kazoo.client import KazooState
 import django_zkflags
 from django_zkflags import flag_is_active_for_user, runtime
 from django_zkflags.cache import store
+from django_zkflags.rules import FlagRule
+from django_zkflags.snapshot import SHARDS, shard_of
+from django_zkflags.writer import BatchItem
 
 from ..conftest import BOUND, wait_until
 
@@ -40,6 +43,32 @@ def test_connection_drop_and_a_change_made_while_disconnected(proxied_site):
     proxied_site.wait_states(KazooState.SUSPENDED, KazooState.CONNECTED)
     proxied_site.wait_version("drop", version)
     assert flag_is_active_for_user(None, "drop") is True
+    proxied_site.assert_healthy()
+
+
+def test_a_reconnected_process_catches_up_by_reading_only_the_shards_that_moved(proxied_site):
+    """Catch-up after a reconnect is one round trip: the head, then the shards it moved
+    meanwhile (two here), not the 1,024 of the view."""
+    items = [BatchItem(f"many-{i:04d}", FlagRule(f"many-{i:04d}"), None) for i in range(1500)]
+    proxied_site.writer.write_flags(items)
+    proxied_site.wait_version("many-1499", 0)
+    first = "many-0001"
+    second = next(
+        item.name for item in items if shard_of(item.name, SHARDS) != shard_of(first, SHARDS)
+    )
+    apply = proxied_site.runtime.status()["apply"]
+    proxied_site.states.clear()
+    proxied_site.proxy.block()
+    proxied_site.wait_states(KazooState.SUSPENDED)
+    versions = {name: proxied_site.write(name, everyone=True) for name in (first, second)}
+    proxied_site.wait_seen_around_the_proxy(second, versions[second])
+    proxied_site.proxy.unblock()
+    for name, version in versions.items():
+        proxied_site.wait_version(name, version)
+    after = proxied_site.runtime.status()["apply"]
+    assert after["shards_read"] - apply["shards_read"] == 2
+    assert after["count"] - apply["count"] == 1  # both changes in one apply
+    assert len(store.base.flags) == 1500
     proxied_site.assert_healthy()
 
 
